@@ -1,0 +1,684 @@
+//! The engine: state plus one handler per command.
+//!
+//! Every handler first computes the complete outcome on copies and checks every rule, and only
+//! then writes it back, so a rejected command leaves the state bit-for-bit unchanged. Time only
+//! comes from the commands' `ts`.
+
+use crate::account::{Account, Bucket, Position};
+use crate::asset::{Asset, AssetParams, SETTLEMENT};
+use crate::command::{
+    Command, Deposit, Fill, Funding, OraclePrice, Side, TimedCommand, TransferMargin, TransferTo, Withdraw,
+};
+use crate::error::Reject;
+use crate::event::{Event, Id};
+use crate::funding::premium;
+use crate::health::{bucket_health, check_oracle, check_oracles, Health};
+use crate::market::{Market, MarketParams};
+use crate::num::{FundingIndex, Quote, Round, Size};
+use crate::oracle::Action;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Totals of the settlement asset that entered and left the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub deposits: Quote,
+    pub withdrawals: Quote,
+}
+
+/// The whole engine state. Everything that decides an outcome is in here; the id lookup map
+/// is derived (rebuilt on load) and never iterated.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Engine {
+    seq: u64,
+    now: u64,
+    assets: Vec<Asset>,
+    markets: Vec<Market>,
+    account_ids: Vec<Id>,
+    accounts: Vec<Account>,
+    fee_pool: Quote,
+    totals: Totals,
+    #[serde(skip)]
+    account_index: HashMap<Id, u32>,
+}
+
+/// The outcome of a fill for one side, computed on a copy of the account.
+struct Leg {
+    account: Account,
+    bucket: Bucket,
+    before: Position,
+    after: Position,
+    realized: Quote,
+    funding_paid: Quote,
+    fee: Quote,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of accepted commands so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The `ts` of the last accepted command.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+    pub fn markets(&self) -> &[Market] {
+        &self.markets
+    }
+    pub fn assets(&self) -> &[Asset] {
+        &self.assets
+    }
+    pub fn fee_pool(&self) -> Quote {
+        self.fee_pool
+    }
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+    /// Accounts with their ids, in creation order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&Id, &Account)> {
+        self.account_ids.iter().zip(&self.accounts)
+    }
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.account_index.get(id).map(|&i| &self.accounts[i as usize])
+    }
+    pub fn market(&self, id: &str) -> Option<&Market> {
+        self.markets.iter().find(|m| &*m.id == id)
+    }
+
+    /// Health of one bucket of an account at the current time.
+    pub fn health(&self, account: &Account, bucket: Bucket) -> Result<Health, Reject> {
+        bucket_health(account, bucket, &self.markets, &self.assets, self.now)
+    }
+
+    /// Rebuild the derived lookup map after deserializing a snapshot.
+    pub fn rebuild_index(&mut self) {
+        self.account_index = self.account_ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
+    }
+
+    /// Apply one command. On success its events are appended to `events`; on rejection
+    /// nothing changes (state or `events`) and the reason is returned.
+    pub fn apply(&mut self, cmd: &TimedCommand, events: &mut Vec<Event>) -> Result<(), Reject> {
+        if cmd.ts < self.now {
+            return Err(Reject::TimeWentBackwards { ts: cmd.ts, last: self.now });
+        }
+        let mark = events.len();
+        let ts = cmd.ts;
+        let result = match &cmd.cmd {
+            Command::CreateAsset { asset, params } => self.create_asset(asset, params, events),
+            Command::CreateMarket { market, params } => self.create_market(market, params, events),
+            Command::Deposit(d) => self.deposit(d, events),
+            Command::Withdraw(w) => self.withdraw(w, ts, events),
+            Command::TransferMargin(t) => self.transfer_margin(t, ts, events),
+            Command::Oracle(o) => self.oracle(o, ts, events),
+            Command::Fill(f) => self.fill(f, ts, events),
+            Command::Funding(f) => self.funding(f, events),
+            Command::Tick => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.now = ts;
+                self.seq += 1;
+                self.report_validity_changes(events);
+                Ok(())
+            }
+            Err(e) => {
+                events.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    // ---- lookups -------------------------------------------------------------------------
+
+    fn market_idx(&self, id: &str) -> Result<u32, Reject> {
+        self.markets
+            .iter()
+            .position(|m| &*m.id == id)
+            .map(|i| i as u32)
+            .ok_or_else(|| Reject::UnknownMarket(id.to_string()))
+    }
+
+    fn asset_idx(&self, id: &str) -> Result<u32, Reject> {
+        self.assets
+            .iter()
+            .position(|a| &*a.id == id)
+            .map(|i| i as u32)
+            .ok_or_else(|| Reject::UnknownAsset(id.to_string()))
+    }
+
+    fn account_idx(&self, id: &str) -> Result<u32, Reject> {
+        self.account_index.get(id).copied().ok_or_else(|| Reject::UnknownAccount(id.to_string()))
+    }
+
+    fn market_id(&self, m: u32) -> Id {
+        self.markets[m as usize].id.clone()
+    }
+
+    /// The account's slot, creating it (unsaved until the caller writes back) if new.
+    fn account_or_new(&self, id: &str) -> Result<(Option<u32>, Account), Reject> {
+        match self.account_index.get(id) {
+            Some(&i) => Ok((Some(i), self.accounts[i as usize].clone())),
+            None => {
+                valid_id(id)?;
+                Ok((None, Account::default()))
+            }
+        }
+    }
+
+    fn store_account(&mut self, slot: Option<u32>, id: &str, account: Account) -> Id {
+        match slot {
+            Some(i) => {
+                self.accounts[i as usize] = account;
+                self.account_ids[i as usize].clone()
+            }
+            None => {
+                let id: Id = Arc::from(id);
+                self.account_index.insert(id.clone(), self.accounts.len() as u32);
+                self.account_ids.push(id.clone());
+                self.accounts.push(account);
+                id
+            }
+        }
+    }
+
+    fn health_of(&self, account: &Account, bucket: Bucket, ts: u64) -> Result<Health, Reject> {
+        bucket_health(account, bucket, &self.markets, &self.assets, ts)
+    }
+
+    /// A risk-increasing change (withdrawal, transfer out) must leave `bucket` at or above its
+    /// initial requirement, with oracles valid for risk-increasing actions.
+    fn require_initial(&self, id: &str, account: &Account, bucket: Bucket, ts: u64) -> Result<(), Reject> {
+        check_oracles(account, bucket, &self.markets, ts, Action::IncreaseRisk)?;
+        let h = self.health_of(account, bucket, ts)?;
+        if h.meets_initial() {
+            return Ok(());
+        }
+        Err(Reject::InsufficientMargin {
+            account: id.to_string(),
+            equity: h.initial_equity.to_string(),
+            requirement: h.initial.to_string(),
+            where_: self.bucket_label(bucket),
+        })
+    }
+
+    fn bucket_label(&self, bucket: Bucket) -> String {
+        match bucket {
+            Bucket::Cross => " (cross)".to_string(),
+            Bucket::Isolated(m) => format!(" (isolated {})", self.markets[m as usize].id),
+        }
+    }
+
+    // ---- listing -------------------------------------------------------------------------
+
+    fn create_asset(&mut self, id: &str, params: &AssetParams, events: &mut Vec<Event>) -> Result<(), Reject> {
+        valid_id(id)?;
+        if id == SETTLEMENT || self.asset_idx(id).is_ok() {
+            return Err(Reject::AlreadyExists { kind: "asset", id: id.to_string() });
+        }
+        params.validate()?;
+        let asset = Asset::new(Arc::from(id), params.clone());
+        events.push(Event::AssetCreated { asset: asset.id.clone() });
+        self.assets.push(asset);
+        Ok(())
+    }
+
+    fn create_market(&mut self, id: &str, params: &MarketParams, events: &mut Vec<Event>) -> Result<(), Reject> {
+        valid_id(id)?;
+        if self.market_idx(id).is_ok() {
+            return Err(Reject::AlreadyExists { kind: "market", id: id.to_string() });
+        }
+        let tiers = params.validate()?;
+        let market = Market::new(Arc::from(id), params.clone(), tiers);
+        events.push(Event::MarketCreated { market: market.id.clone() });
+        self.markets.push(market);
+        Ok(())
+    }
+
+    // ---- collateral ----------------------------------------------------------------------
+
+    /// Deposits need no margin check; USDC may go to an isolated position's collateral, any
+    /// other asset only to the cross book, within the asset's deposit cap.
+    fn deposit(&mut self, d: &Deposit, events: &mut Vec<Event>) -> Result<(), Reject> {
+        positive("amount", d.amount)?;
+        let (slot, mut account) = self.account_or_new(&d.account)?;
+        let (total, balance) = if d.asset == SETTLEMENT {
+            let amount = Quote::from_amount(d.amount)?;
+            let bucket = match &d.isolated {
+                Some(market) => {
+                    let m = self.market_idx(market)?;
+                    if account.cross_position(m).is_some() {
+                        return Err(cross_position_conflict(&d.account, market));
+                    }
+                    Bucket::Isolated(m)
+                }
+                None => Bucket::Cross,
+            };
+            account.add_cash(bucket, amount)?;
+            (Total::Settlement(self.totals.deposits.checked_add(amount)?), account.cash(bucket).to_amount()?)
+        } else {
+            let a = self.asset_idx(&d.asset)?;
+            if d.isolated.is_some() {
+                return Err(Reject::Conflict("isolated collateral must be USDC".into()));
+            }
+            let asset = &self.assets[a as usize];
+            let held = asset.deposits.checked_sub(asset.withdrawals)?;
+            if let Some(cap) = asset.params.deposit_cap.filter(|cap| held.checked_add(d.amount).is_ok_and(|t| t > *cap))
+            {
+                return Err(Reject::DepositCap {
+                    asset: d.asset.clone(),
+                    cap: cap.to_string(),
+                    deposited: held.to_string(),
+                    requested: d.amount.to_string(),
+                });
+            }
+            account.add_collateral(a, d.amount)?;
+            (Total::Asset(a, asset.deposits.checked_add(d.amount)?), account.collateral(a))
+        };
+        // Commit.
+        let asset = self.commit_total(total, |t| &mut t.deposits, |a| &mut a.deposits);
+        let isolated = d.isolated.as_deref().map(Arc::from);
+        let account = self.store_account(slot, &d.account, account);
+        events.push(Event::Deposited { account, asset, amount: d.amount, isolated, balance });
+        Ok(())
+    }
+
+    /// A withdrawal may not overdraw the balance and must leave the bucket above its initial
+    /// requirement (a withdrawal increases risk).
+    fn withdraw(&mut self, w: &Withdraw, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        positive("amount", w.amount)?;
+        let i = self.account_idx(&w.account)?;
+        let mut account = self.accounts[i as usize].clone();
+        let (total, bucket, balance) = if w.asset == SETTLEMENT {
+            let amount = Quote::from_amount(w.amount)?;
+            let bucket = match &w.isolated {
+                Some(market) => Bucket::Isolated(self.isolated_bucket(&w.account, &account, market)?),
+                None => Bucket::Cross,
+            };
+            let available = account.cash(bucket);
+            if amount > available {
+                return Err(insufficient(SETTLEMENT, available, amount));
+            }
+            account.add_cash(bucket, amount.checked_neg()?)?;
+            let total = Total::Settlement(self.totals.withdrawals.checked_add(amount)?);
+            (total, bucket, account.cash(bucket).to_amount()?)
+        } else {
+            let a = self.asset_idx(&w.asset)?;
+            if w.isolated.is_some() {
+                return Err(Reject::Conflict("isolated collateral is always USDC".into()));
+            }
+            let available = account.collateral(a);
+            if w.amount > available {
+                return Err(insufficient(&w.asset, available, w.amount));
+            }
+            account.add_collateral(a, w.amount.checked_neg()?)?;
+            let total = Total::Asset(a, self.assets[a as usize].withdrawals.checked_add(w.amount)?);
+            (total, Bucket::Cross, account.collateral(a))
+        };
+        self.require_initial(&w.account, &account, bucket, ts)?;
+        // Commit.
+        let asset = self.commit_total(total, |t| &mut t.withdrawals, |a| &mut a.withdrawals);
+        if let Bucket::Isolated(m) = bucket {
+            account.drop_empty_isolated(m);
+        }
+        self.accounts[i as usize] = account;
+        let isolated = w.isolated.as_deref().map(Arc::from);
+        let account = self.account_ids[i as usize].clone();
+        events.push(Event::Withdrawn { account, asset, amount: w.amount, isolated, balance });
+        Ok(())
+    }
+
+    /// Write a new running total (deposits or withdrawals) and return the asset's id.
+    fn commit_total(
+        &mut self,
+        total: Total,
+        settlement: impl FnOnce(&mut Totals) -> &mut Quote,
+        asset: impl FnOnce(&mut Asset) -> &mut Size,
+    ) -> Id {
+        match total {
+            Total::Settlement(v) => {
+                *settlement(&mut self.totals) = v;
+                Arc::from(SETTLEMENT)
+            }
+            Total::Asset(a, v) => {
+                let a = &mut self.assets[a as usize];
+                *asset(a) = v;
+                a.id.clone()
+            }
+        }
+    }
+
+    fn isolated_bucket(&self, id: &str, account: &Account, market: &str) -> Result<u32, Reject> {
+        let m = self.market_idx(market)?;
+        match account.isolated(m) {
+            Some(_) => Ok(m),
+            None => Err(Reject::Conflict(format!("account '{id}' has no isolated collateral in {market}"))),
+        }
+    }
+
+    /// Moving USDC out of a bucket is risk-increasing for that bucket: it must stay above its
+    /// initial requirement. The receiving bucket only gets safer.
+    fn transfer_margin(&mut self, t: &TransferMargin, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        positive("amount", t.amount)?;
+        let amount = Quote::from_amount(t.amount)?;
+        let m = self.market_idx(&t.market)?;
+        let i = self.account_idx(&t.account)?;
+        let mut account = self.accounts[i as usize].clone();
+        let (from, to) = match t.to {
+            TransferTo::Isolated => {
+                if account.cross_position(m).is_some() {
+                    return Err(cross_position_conflict(&t.account, &t.market));
+                }
+                (Bucket::Cross, Bucket::Isolated(m))
+            }
+            TransferTo::Cross => {
+                (Bucket::Isolated(self.isolated_bucket(&t.account, &account, &t.market)?), Bucket::Cross)
+            }
+        };
+        let available = account.cash(from);
+        if amount > available {
+            return Err(insufficient(SETTLEMENT, available, amount));
+        }
+        account.add_cash(from, amount.checked_neg()?)?;
+        account.add_cash(to, amount)?;
+        self.require_initial(&t.account, &account, from, ts)?;
+        // Commit.
+        let (cross_cash, isolated_margin) = (account.cash, account.cash(Bucket::Isolated(m)));
+        account.drop_empty_isolated(m);
+        self.accounts[i as usize] = account;
+        events.push(Event::MarginTransferred {
+            account: self.account_ids[i as usize].clone(),
+            market: self.market_id(m),
+            amount,
+            to: t.to,
+            cross_cash,
+            isolated_margin,
+        });
+        Ok(())
+    }
+
+    // ---- prices --------------------------------------------------------------------------
+
+    /// A source price for a market or a collateral asset; the market's volatility margin
+    /// follows its aggregate price.
+    fn oracle(&mut self, o: &OraclePrice, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        positive("price", o.price)?;
+        let publish_ts = o.publish_ts.unwrap_or(ts);
+        let source: Id = Arc::from(o.source.as_str());
+        match (&o.market, &o.asset) {
+            (Some(market), None) => {
+                let m = self.market_idx(market)? as usize;
+                let market = &self.markets[m];
+                let mut feed = market.feed.clone();
+                let up = feed.submit(&market.params.oracle, &o.source, o.price, publish_ts, ts)?;
+                let vol = match &market.params.volatility_margin {
+                    Some(p) => market.vol.next(p, up.price, ts)?,
+                    None => market.vol,
+                };
+                // Commit.
+                let market = &mut self.markets[m];
+                let old_fraction = market.vol.fraction;
+                market.feed = feed;
+                market.vol = vol;
+                events.push(Event::OracleUpdated {
+                    market: Some(market.id.clone()),
+                    asset: None,
+                    source,
+                    source_price: o.price,
+                    price: up.price,
+                    mark: market.mark(),
+                    fresh_sources: up.fresh_sources,
+                    validity: up.validity,
+                });
+                if vol.fraction != old_fraction {
+                    events.push(Event::VolatilityMarginChanged {
+                        market: market.id.clone(),
+                        from: old_fraction,
+                        to: vol.fraction,
+                    });
+                }
+            }
+            (None, Some(asset)) => {
+                let a = self.asset_idx(asset)? as usize;
+                let asset = &mut self.assets[a];
+                let up = asset.feed.submit(&asset.params.oracle, &o.source, o.price, publish_ts, ts)?;
+                events.push(Event::OracleUpdated {
+                    market: None,
+                    asset: Some(asset.id.clone()),
+                    source,
+                    source_price: o.price,
+                    price: up.price,
+                    mark: None,
+                    fresh_sources: up.fresh_sources,
+                    validity: up.validity,
+                });
+            }
+            _ => return Err(Reject::Conflict("an oracle command names exactly one of \"market\" or \"asset\"".into())),
+        }
+        Ok(())
+    }
+
+    /// Announce every oracle whose validity changed since it was last announced.
+    fn report_validity_changes(&mut self, events: &mut Vec<Event>) {
+        let now = self.now;
+        for market in &mut self.markets {
+            let v = market.validity(now);
+            if v != market.reported_validity {
+                events.push(Event::OracleValidityChanged {
+                    market: Some(market.id.clone()),
+                    asset: None,
+                    from: market.reported_validity,
+                    to: v,
+                });
+                market.reported_validity = v;
+            }
+        }
+        for asset in &mut self.assets {
+            let v = asset.feed.validity(&asset.params.oracle, now);
+            if v != asset.reported_validity {
+                events.push(Event::OracleValidityChanged {
+                    market: None,
+                    asset: Some(asset.id.clone()),
+                    from: asset.reported_validity,
+                    to: v,
+                });
+                asset.reported_validity = v;
+            }
+        }
+    }
+
+    // ---- trading -------------------------------------------------------------------------
+
+    /// A fill moves `notional` from the buyer's position to the seller's. Each side either ends
+    /// at or above its initial requirement, or — when it does not — the fill must reduce its
+    /// risk without worsening its health (dYdX's rule for undercollateralized accounts).
+    /// Risk-increasing sides need a fully valid oracle; risk-reducing sides never do.
+    fn fill(&mut self, f: &Fill, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        positive("size", f.size)?;
+        positive("price", f.price)?;
+        if f.buyer == f.seller {
+            return Err(Reject::SelfTrade(f.buyer.clone()));
+        }
+        let m = self.market_idx(&f.market)?;
+        let bi = self.account_idx(&f.buyer)?;
+        let si = self.account_idx(&f.seller)?;
+        let market = &self.markets[m as usize];
+        if market.mark().is_none() {
+            return Err(Reject::NoPrice(f.market.clone()));
+        }
+        // The buyer pays the notional rounded up, the seller receives it rounded down.
+        let paid = f.size.notional(f.price, Round::Ceil)?;
+        let received = f.size.notional(f.price, Round::Floor)?;
+        let (maker, taker) = (market.params.maker_fee, market.params.taker_fee);
+        let (buyer_rate, seller_rate) = match f.taker {
+            Side::Buyer => (taker, maker),
+            Side::Seller => (maker, taker),
+        };
+        let buy = self.trade_leg(bi, m, f.size, paid.checked_neg()?, paid.mul_ratio_ceil(buyer_rate)?)?;
+        let sell = self.trade_leg(si, m, f.size.checked_neg()?, received, paid.mul_ratio_ceil(seller_rate)?)?;
+        let long_change = |l: &Leg| l.after.size.max(Size::ZERO).checked_sub(l.before.size.max(Size::ZERO));
+        let open_interest = market.open_interest.checked_add(long_change(&buy)?)?.checked_add(long_change(&sell)?)?;
+        let rounding = paid.checked_sub(received)?;
+        let fee_pool = self.fee_pool.checked_add(buy.fee)?.checked_add(sell.fee)?.checked_add(rounding)?;
+        let funding_pool = market.funding_pool.checked_add(buy.funding_paid)?.checked_add(sell.funding_paid)?;
+        let mut feed = market.feed.clone();
+        feed.on_trade(&market.params.oracle, f.price, ts)?;
+
+        // Margin checks see the open interest after the fill (it scales initial margin); the
+        // value is restored if either side is rejected.
+        let old_open_interest = std::mem::replace(&mut self.markets[m as usize].open_interest, open_interest);
+        let checked =
+            self.check_leg(&f.buyer, bi, m, &buy, ts).and_then(|_| self.check_leg(&f.seller, si, m, &sell, ts));
+        if let Err(e) = checked {
+            self.markets[m as usize].open_interest = old_open_interest;
+            return Err(e);
+        }
+        // Commit.
+        let market = &mut self.markets[m as usize];
+        market.funding_pool = funding_pool;
+        market.feed = feed;
+        self.fee_pool = fee_pool;
+        let market_id = market.id.clone();
+        for (i, leg) in [(bi, &buy), (si, &sell)] {
+            if !leg.funding_paid.is_zero() {
+                events.push(Event::FundingSettled {
+                    account: self.account_ids[i as usize].clone(),
+                    market: market_id.clone(),
+                    amount: leg.funding_paid,
+                });
+            }
+        }
+        events.push(Event::Filled {
+            market: market_id,
+            buyer: self.account_ids[bi as usize].clone(),
+            seller: self.account_ids[si as usize].clone(),
+            size: f.size,
+            price: f.price,
+            notional: paid,
+            rounding,
+            buyer_fee: buy.fee,
+            seller_fee: sell.fee,
+            buyer_position: buy.after.size,
+            seller_position: sell.after.size,
+            buyer_realized_pnl: buy.realized,
+            seller_realized_pnl: sell.realized,
+        });
+        self.accounts[bi as usize] = buy.account;
+        self.accounts[si as usize] = sell.account;
+        Ok(())
+    }
+
+    /// One side of a fill on a copy of the account: settle funding, trade, realize, pay the fee.
+    fn trade_leg(&self, i: u32, m: u32, delta: Size, cash: Quote, fee: Quote) -> Result<Leg, Reject> {
+        let mut account = self.accounts[i as usize].clone();
+        let bucket = account.bucket_for(m);
+        let mut before = account.position(bucket, m);
+        let index = self.markets[m as usize].funding_index;
+        let funding_paid = before.funding_owed(index)?;
+        before.funding_index = index;
+        let (after, realized) = before.trade(delta, cash)?;
+        let cash_change = realized.checked_sub(funding_paid)?.checked_sub(fee)?;
+        account.add_cash(bucket, cash_change)?;
+        account.set_position(bucket, m, after);
+        Ok(Leg { account, bucket, before, after, realized, funding_paid, fee })
+    }
+
+    fn check_leg(&self, id: &str, i: u32, m: u32, leg: &Leg, ts: u64) -> Result<(), Reject> {
+        let increases = leg.before.increases_risk(&leg.after);
+        if increases {
+            check_oracle(&self.markets[m as usize], ts, Action::IncreaseRisk)?;
+        }
+        let after = self.health_of(&leg.account, leg.bucket, ts)?;
+        if after.meets_initial() {
+            return Ok(());
+        }
+        let where_ = self.bucket_label(leg.bucket);
+        if increases {
+            return Err(Reject::InsufficientMargin {
+                account: id.to_string(),
+                equity: after.initial_equity.to_string(),
+                requirement: after.initial.to_string(),
+                where_,
+            });
+        }
+        let before = self.health_of(&self.accounts[i as usize], leg.bucket, ts)?;
+        if after.no_riskier_than(&before) {
+            Ok(())
+        } else {
+            Err(Reject::NotRiskReducing { account: id.to_string(), where_ })
+        }
+    }
+
+    /// One funding period: the index moves by `rate × oracle price`; positions settle lazily.
+    fn funding(&mut self, f: &Funding, events: &mut Vec<Event>) -> Result<(), Reject> {
+        let m = self.market_idx(&f.market)? as usize;
+        let market = &self.markets[m];
+        let params = &market.params.funding;
+        let index_price = market.feed.price().ok_or_else(|| Reject::NoPrice(f.market.clone()))?;
+        let rate = match (f.rate, f.premium) {
+            (Some(_), Some(_)) => return Err(Reject::Conflict("give either \"rate\" or \"premium\", not both".into())),
+            (Some(rate), None) => {
+                if rate.abs()? > params.max_rate {
+                    return Err(Reject::FundingRateTooLarge {
+                        rate: rate.to_string(),
+                        max: params.max_rate.to_string(),
+                    });
+                }
+                rate
+            }
+            (None, Some(p)) => params.rate_from_premium(p)?,
+            (None, None) => {
+                let mark = market.mark().ok_or_else(|| Reject::NoPrice(f.market.clone()))?;
+                params.rate_from_premium(premium(mark, index_price)?)?
+            }
+        };
+        let funding_index = market.funding_index.checked_add(FundingIndex::increment(rate, index_price)?)?;
+        // Commit.
+        let market = &mut self.markets[m];
+        market.funding_index = funding_index;
+        events.push(Event::FundingApplied { market: market.id.clone(), rate, index_price, funding_index });
+        Ok(())
+    }
+}
+
+fn positive<T: std::fmt::Display + Default + PartialOrd>(field: &'static str, value: T) -> Result<(), Reject> {
+    if value > T::default() {
+        Ok(())
+    } else {
+        Err(Reject::NotPositive { field, value: value.to_string() })
+    }
+}
+
+fn insufficient(asset: &str, available: impl std::fmt::Display, requested: impl std::fmt::Display) -> Reject {
+    Reject::InsufficientBalance {
+        asset: asset.to_string(),
+        available: available.to_string(),
+        requested: requested.to_string(),
+    }
+}
+
+/// Ids are 1–64 characters from `A-Z a-z 0-9 - _ . : /`.
+fn valid_id(id: &str) -> Result<(), Reject> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::InvalidId(id.to_string()))
+    }
+}
+
+fn cross_position_conflict(account: &str, market: &str) -> Reject {
+    Reject::Conflict(format!(
+        "account '{account}' holds a cross position in {market}; close it before isolating that market"
+    ))
+}
+
+/// A new running total of deposits or withdrawals, computed before the commit.
+enum Total {
+    Settlement(Quote),
+    Asset(u32, Size),
+}

@@ -1,0 +1,81 @@
+//! Typed errors: why a parameter set is invalid, why a command was rejected.
+
+use crate::num::NumError;
+
+/// A parameter outside its documented bounds. The message names the parameter and the bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("{name} = {value} is out of bounds: {bound}")]
+    OutOfBounds { name: &'static str, value: String, bound: &'static str },
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl ParamError {
+    pub fn out_of_bounds(name: &'static str, value: impl std::fmt::Display, bound: &'static str) -> Self {
+        ParamError::OutOfBounds { name, value: value.to_string(), bound }
+    }
+}
+
+/// Check `lo ≤ value ≤ hi`, naming the parameter in the error.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &'static str,
+    value: T,
+    lo: T,
+    hi: T,
+    bound: &'static str,
+) -> Result<(), ParamError> {
+    if value < lo || value > hi {
+        return Err(ParamError::out_of_bounds(name, value, bound));
+    }
+    Ok(())
+}
+
+impl From<NumError> for ParamError {
+    fn from(e: NumError) -> Self {
+        ParamError::Inconsistent(format!("arithmetic: {e}"))
+    }
+}
+
+/// Why a command was rejected. A rejected command leaves the state unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("ts {ts} is before the previous command's ts {last}; commands must be in time order")]
+    TimeWentBackwards { ts: u64, last: u64 },
+    #[error("unknown market '{0}'; create it with create_market first")]
+    UnknownMarket(String),
+    #[error("unknown asset '{0}'; create it with create_asset first (USDC is built in)")]
+    UnknownAsset(String),
+    #[error("unknown account '{0}'; an account is created by its first deposit")]
+    UnknownAccount(String),
+    #[error("{kind} '{id}' already exists")]
+    AlreadyExists { kind: &'static str, id: String },
+    #[error("invalid id '{0}': use 1 to 64 characters from A-Z a-z 0-9 and - _ . : /")]
+    InvalidId(String),
+    #[error("{field} must be positive, got {value}")]
+    NotPositive { field: &'static str, value: String },
+    #[error("self-trade: buyer and seller are both '{0}'")]
+    SelfTrade(String),
+    #[error("invalid parameters: {0}")]
+    Params(#[from] ParamError),
+    #[error("oracle: {0}")]
+    Oracle(#[from] crate::oracle::OracleError),
+    #[error("market '{0}' has no oracle price yet")]
+    NoPrice(String),
+    #[error("oracle of '{market}' is {validity}, which does not allow {action}")]
+    OracleNotValidFor { market: String, validity: crate::oracle::Validity, action: &'static str },
+    #[error("account '{account}' would have equity {equity} below its initial requirement {requirement}{where_}")]
+    InsufficientMargin { account: String, equity: String, requirement: String, where_: String },
+    #[error("account '{account}' is below its initial requirement{where_}; it may only reduce risk without worsening its health")]
+    NotRiskReducing { account: String, where_: String },
+    #[error("insufficient {asset}: available {available}, requested {requested}")]
+    InsufficientBalance { asset: String, available: String, requested: String },
+    #[error("deposit cap of {asset} reached: cap {cap}, deposited {deposited}, requested {requested}")]
+    DepositCap { asset: String, cap: String, deposited: String, requested: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("funding rate {rate} exceeds the market's max_rate {max}")]
+    FundingRateTooLarge { rate: String, max: String },
+    #[error("arithmetic overflow or out-of-range value ({0})")]
+    Math(#[from] NumError),
+}

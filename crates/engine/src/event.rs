@@ -1,0 +1,102 @@
+//! Events: one for every state change, in the order the changes happen.
+
+use crate::command::TransferTo;
+use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
+use crate::oracle::Validity;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Shared id of an account, market or asset (cheap to copy into events).
+pub type Id = Arc<str>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    AssetCreated {
+        asset: Id,
+    },
+    MarketCreated {
+        market: Id,
+    },
+    /// `amount` and `balance` are in the asset's units; `balance` is the bucket's balance after.
+    Deposited {
+        account: Id,
+        asset: Id,
+        amount: Size,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        balance: Size,
+    },
+    Withdrawn {
+        account: Id,
+        asset: Id,
+        amount: Size,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        balance: Size,
+    },
+    MarginTransferred {
+        account: Id,
+        market: Id,
+        amount: Quote,
+        to: TransferTo,
+        cross_cash: Quote,
+        isolated_margin: Quote,
+    },
+    /// A source price was taken; `price` is the new aggregate, `mark` the mark after it.
+    OracleUpdated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        market: Option<Id>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        asset: Option<Id>,
+        source: Id,
+        source_price: Price,
+        price: Price,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mark: Option<Price>,
+        fresh_sources: u32,
+        validity: Validity,
+    },
+    OracleValidityChanged {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        market: Option<Id>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        asset: Option<Id>,
+        from: Validity,
+        to: Validity,
+    },
+    VolatilityMarginChanged {
+        market: Id,
+        from: Ratio,
+        to: Ratio,
+    },
+    /// Lazy funding settlement of one position: `amount` paid (negative: received).
+    FundingSettled {
+        account: Id,
+        market: Id,
+        amount: Quote,
+    },
+    Filled {
+        market: Id,
+        buyer: Id,
+        seller: Id,
+        size: Size,
+        price: Price,
+        /// What the buyer paid (rounded up); the seller received one micro-unit less when the
+        /// exact notional is not a whole micro-unit, and that `rounding` goes to the fee pool.
+        notional: Quote,
+        rounding: Quote,
+        buyer_fee: Quote,
+        seller_fee: Quote,
+        buyer_position: Size,
+        seller_position: Size,
+        buyer_realized_pnl: Quote,
+        seller_realized_pnl: Quote,
+    },
+    FundingApplied {
+        market: Id,
+        rate: Ratio,
+        index_price: Price,
+        funding_index: FundingIndex,
+    },
+}

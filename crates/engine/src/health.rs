@@ -1,0 +1,200 @@
+//! Health of a bucket (the cross book or one isolated position): equity against the three
+//! requirement levels, initial ≥ liquidation-end ≥ maintenance (DESIGN §3 Health; the middle
+//! level is Mango v4's lesson: liquidate back to a buffer above maintenance, not to initial).
+//!
+//! `equity = Σ collateral × price × weight + Σ (size × mark + cash leg − funding owed)`.
+//! Values are rounded down and requirements up, both against the account. Initial equity uses
+//! the initial weights and counts non-settlement collateral only while its oracle is fully valid.
+
+use crate::account::{Account, Bucket, Position};
+use crate::asset::Asset;
+use crate::error::Reject;
+use crate::margin::{liquidation_price, oi_scaled_requirement};
+use crate::market::Market;
+use crate::num::{NumResult, Price, Quote, Ratio, Round};
+use crate::oracle::{Action, Validity};
+
+/// Equity and requirements of one bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Equity with maintenance weights: what is compared with maintenance.
+    pub equity: Quote,
+    /// Equity with initial weights: what is compared with the initial requirement.
+    pub initial_equity: Quote,
+    pub initial: Quote,
+    pub liquidation_end: Quote,
+    pub maintenance: Quote,
+}
+
+impl Health {
+    /// Risk-increasing commands need `initial_equity ≥ initial` afterwards.
+    pub fn meets_initial(&self) -> bool {
+        self.initial_equity >= self.initial
+    }
+    /// Liquidatable when equity < maintenance.
+    pub fn is_liquidatable(&self) -> bool {
+        self.equity < self.maintenance
+    }
+    /// dYdX's rule for an account below initial: a change is acceptable if the maintenance
+    /// requirement does not grow and equity/maintenance does not fall (compared by
+    /// cross-multiplication, exact).
+    pub fn no_riskier_than(&self, before: &Health) -> bool {
+        if self.maintenance > before.maintenance {
+            return false;
+        }
+        if self.maintenance.is_zero() {
+            return true;
+        }
+        let lhs = ethnum::I256::from(self.equity.raw()) * ethnum::I256::from(before.maintenance.raw());
+        let rhs = ethnum::I256::from(before.equity.raw()) * ethnum::I256::from(self.maintenance.raw());
+        lhs >= rhs
+    }
+}
+
+/// Value and requirements of one position at the market's mark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PositionRisk {
+    pub mark: Price,
+    /// `size × mark + cash leg − funding owed`.
+    pub value: Quote,
+    /// `|size| × mark`, rounded up.
+    pub notional: Quote,
+    pub initial: Quote,
+    pub liquidation_end: Quote,
+    pub maintenance: Quote,
+}
+
+/// Value and requirements of `pos` in `market`.
+///
+/// maintenance = max(tiered maintenance, notional × volatility fraction);
+/// initial = max(tiered initial, notional × volatility initial fraction), then scaled up with
+/// open interest; liquidation-end = maintenance + share × (unscaled initial − maintenance), so
+/// an open-interest surge never makes liquidation sell more.
+pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Reject> {
+    let mark = market.mark().ok_or_else(|| Reject::NoPrice(market.id.to_string()))?;
+    Ok(position_risk_at(market, pos, mark)?)
+}
+
+fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<PositionRisk> {
+    let value = pos.unrealized_pnl(mark)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
+    let notional = pos.size.notional(mark, Round::Ceil)?;
+    let mut maintenance = market.tiers.maintenance(notional)?;
+    let mut initial = market.tiers.initial(notional)?;
+    if let Some(vol) = &market.params.volatility_margin {
+        maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
+        initial = initial.max(notional.mul_ratio_ceil(market.vol.initial_fraction(vol)?)?);
+    }
+    let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
+    let liquidation_end = maintenance.checked_add(buffer)?;
+    if let Some(oi) = &market.params.open_interest_scaling {
+        let t = oi.utilisation(market.open_interest_notional(mark)?)?;
+        initial = oi_scaled_requirement(initial, notional, t)?;
+    }
+    Ok(PositionRisk { mark, value, notional, initial, liquidation_end, maintenance })
+}
+
+/// Health of `bucket` of `account`.
+pub fn bucket_health(
+    account: &Account,
+    bucket: Bucket,
+    markets: &[Market],
+    assets: &[Asset],
+    now: u64,
+) -> Result<Health, Reject> {
+    let cash = account.cash(bucket);
+    let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
+    let mut add_position = |m: u32, pos: &Position| -> Result<(), Reject> {
+        let r = position_risk(&markets[m as usize], pos)?;
+        h.equity = h.equity.checked_add(r.value)?;
+        h.initial_equity = h.initial_equity.checked_add(r.value)?;
+        h.initial = h.initial.checked_add(r.initial)?;
+        h.liquidation_end = h.liquidation_end.checked_add(r.liquidation_end)?;
+        h.maintenance = h.maintenance.checked_add(r.maintenance)?;
+        Ok(())
+    };
+    match bucket {
+        Bucket::Cross => {
+            for (m, pos) in &account.cross {
+                add_position(*m, pos)?;
+            }
+        }
+        Bucket::Isolated(m) => {
+            if let Some(iso) = account.isolated(m) {
+                add_position(m, &iso.position)?;
+            }
+            return Ok(h);
+        }
+    }
+    for (a, amount) in &account.collateral {
+        let asset = &assets[*a as usize];
+        let Some(price) = asset.feed.price() else { continue };
+        let value = amount.value_at(price, Round::Floor)?;
+        h.equity = h.equity.checked_add(value.mul_ratio_floor(asset.params.maintenance_weight)?)?;
+        if asset.feed.validity(&asset.params.oracle, now) == Validity::Valid {
+            h.initial_equity = h.initial_equity.checked_add(value.mul_ratio_floor(asset.params.initial_weight)?)?;
+        }
+    }
+    Ok(h)
+}
+
+/// The positions of `bucket`, by market.
+pub fn bucket_positions(account: &Account, bucket: Bucket) -> Vec<(u32, Position)> {
+    match bucket {
+        Bucket::Cross => account.cross.clone(),
+        Bucket::Isolated(m) => account.isolated(m).map(|i| vec![(m, i.position)]).unwrap_or_default(),
+    }
+}
+
+/// Check that every market with a position in `bucket` has an oracle valid for `action`.
+pub fn check_oracles(
+    account: &Account,
+    bucket: Bucket,
+    markets: &[Market],
+    now: u64,
+    action: Action,
+) -> Result<(), Reject> {
+    for (m, _) in bucket_positions(account, bucket) {
+        check_oracle(&markets[m as usize], now, action)?;
+    }
+    Ok(())
+}
+
+/// Check that `market`'s oracle is valid enough for `action`.
+pub fn check_oracle(market: &Market, now: u64, action: Action) -> Result<(), Reject> {
+    let validity = market.validity(now);
+    if market.params.oracle.allow.allows(action, validity) {
+        return Ok(());
+    }
+    let action = match action {
+        Action::IncreaseRisk => "risk-increasing actions",
+        Action::Liquidate => "liquidation",
+        Action::ReduceRisk => "risk-reducing actions",
+    };
+    Err(Reject::OracleNotValidFor { market: market.id.to_string(), validity, action })
+}
+
+/// Liquidation price of the position of market `m` in `bucket`: the mark at which the bucket's
+/// equity meets maintenance with every other price held fixed. `None` when flat or when no
+/// positive price liquidates it.
+pub fn position_liquidation_price(
+    account: &Account,
+    bucket: Bucket,
+    m: u32,
+    markets: &[Market],
+    assets: &[Asset],
+    now: u64,
+) -> Result<Option<Price>, Reject> {
+    let market = &markets[m as usize];
+    let pos = account.position(bucket, m);
+    if pos.size.is_zero() {
+        return Ok(None);
+    }
+    let h = bucket_health(account, bucket, markets, assets, now)?;
+    let r = position_risk(market, &pos)?;
+    let own_value = pos.size.value_at(r.mark, Round::Floor)?;
+    let others_equity = h.equity.checked_sub(own_value)?;
+    let others_requirement = h.maintenance.checked_sub(r.maintenance)?;
+    let vol_piece = market.params.volatility_margin.map(|_| (market.vol.fraction, Quote::ZERO));
+    let pieces = market.tiers.maintenance_pieces().chain(vol_piece.filter(|(f, _)| *f > Ratio::ZERO));
+    Ok(liquidation_price(pos.size, others_equity, others_requirement, pieces)?)
+}

@@ -1,0 +1,125 @@
+//! Perpetual markets: risk parameters (validated) and live state (oracle, funding index,
+//! open interest, volatility margin).
+
+use crate::error::{check_range, ParamError};
+use crate::funding::FundingParams;
+use crate::margin::{OiScaling, Tier, TierTable, VolParams, VolState};
+use crate::num::{FundingIndex, NumResult, Price, Quote, Ratio, Round, Size};
+use crate::oracle::{OracleConfig, OracleFeed, Validity};
+use serde::{Deserialize, Serialize};
+
+/// Everything `create_market` accepts besides the market id. Defaults: no tiers beyond the
+/// base fractions, liquidation ends half-way between maintenance and initial, no fees, no
+/// open-interest scaling, no volatility margin, the default oracle and funding parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketParams {
+    /// Initial margin fraction of the first tier. Bounds: maintenance_margin ≤ initial_margin ≤ 1.
+    pub initial_margin: Ratio,
+    /// Maintenance margin fraction of the first tier. Bounds: 0 < maintenance_margin < 1.
+    pub maintenance_margin: Ratio,
+    /// Further notional tiers, each with its floor; requirements stay continuous across tiers.
+    #[serde(default)]
+    pub maintenance_tiers: Vec<Tier>,
+    /// Where the liquidation-end level sits between maintenance (0) and initial (1).
+    /// Bounds: 0 ≤ liquidation_end_share ≤ 1. Default 0.5.
+    #[serde(default = "half")]
+    pub liquidation_end_share: Ratio,
+    /// Fee on the maker side's notional, to the fee pool. Bounds: 0 ≤ maker_fee ≤ 0.05.
+    #[serde(default)]
+    pub maker_fee: Ratio,
+    /// Fee on the taker side's notional, to the fee pool. Bounds: 0 ≤ taker_fee ≤ 0.05.
+    #[serde(default)]
+    pub taker_fee: Ratio,
+    /// Scale the initial fraction up with open interest (dYdX liquidity tiers).
+    #[serde(default)]
+    pub open_interest_scaling: Option<OiScaling>,
+    /// Raise margin fractions with the EWMA volatility of oracle returns.
+    #[serde(default)]
+    pub volatility_margin: Option<VolParams>,
+    #[serde(default)]
+    pub oracle: OracleConfig,
+    #[serde(default)]
+    pub funding: FundingParams,
+}
+
+fn half() -> Ratio {
+    Ratio::from_raw(Ratio::ONE_RAW / 2)
+}
+
+const MAX_FEE: Ratio = Ratio::from_raw(5_000_000);
+
+impl MarketParams {
+    /// Check every bound; returns the tier table the parameters describe.
+    pub fn validate(&self) -> Result<TierTable, ParamError> {
+        let tiers = TierTable::new(self.initial_margin, self.maintenance_margin, &self.maintenance_tiers)?;
+        check_range(
+            "liquidation_end_share",
+            self.liquidation_end_share,
+            Ratio::ZERO,
+            Ratio::ONE,
+            "0 ≤ liquidation_end_share ≤ 1",
+        )?;
+        check_range("maker_fee", self.maker_fee, Ratio::ZERO, MAX_FEE, "0 ≤ maker_fee ≤ 0.05")?;
+        check_range("taker_fee", self.taker_fee, Ratio::ZERO, MAX_FEE, "0 ≤ taker_fee ≤ 0.05")?;
+        if let Some(oi) = &self.open_interest_scaling {
+            oi.validate()?;
+        }
+        if let Some(vol) = &self.volatility_margin {
+            vol.validate()?;
+        }
+        self.oracle.validate()?;
+        self.funding.validate()?;
+        Ok(tiers)
+    }
+}
+
+/// A perpetual market and its live state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Market {
+    pub id: crate::event::Id,
+    pub params: MarketParams,
+    pub tiers: TierTable,
+    pub feed: OracleFeed,
+    /// The validity last announced in an event, to report changes once.
+    pub reported_validity: Validity,
+    pub vol: VolState,
+    /// Cumulative funding per unit of long position (longs pay when it rises).
+    pub funding_index: FundingIndex,
+    /// Funding settled by positions and not yet claimed by their counterparties. Payers settle
+    /// rounded up and receivers rounded down, so once everyone has settled it holds the dust.
+    pub funding_pool: Quote,
+    /// Σ long sizes (= Σ short sizes).
+    pub open_interest: Size,
+}
+
+impl Market {
+    pub fn new(id: crate::event::Id, params: MarketParams, tiers: TierTable) -> Self {
+        Market {
+            id,
+            params,
+            tiers,
+            feed: OracleFeed::new(),
+            reported_validity: Validity::Missing,
+            vol: VolState::default(),
+            funding_index: FundingIndex::ZERO,
+            funding_pool: Quote::ZERO,
+            open_interest: Size::ZERO,
+        }
+    }
+
+    /// The mark price, if the market has ever been priced.
+    pub fn mark(&self) -> Option<Price> {
+        self.feed.mark(&self.params.oracle)
+    }
+
+    /// Validity of the oracle at `now`.
+    pub fn validity(&self, now: u64) -> Validity {
+        self.feed.validity(&self.params.oracle, now)
+    }
+
+    /// Open interest in quote at `mark` (rounded up: it only ever raises requirements).
+    pub fn open_interest_notional(&self, mark: Price) -> NumResult<Quote> {
+        self.open_interest.notional(mark, Round::Ceil)
+    }
+}

@@ -1,0 +1,255 @@
+//! The state as integrations read it (`ballast replay --state`, later the service's queries):
+//! the documented shape of DESIGN §4 and docs/commands.md. Maps are `BTreeMap`s, so output
+//! order is by id, never by hash order.
+
+use crate::account::{Account, Bucket, Position};
+use crate::asset::SETTLEMENT;
+use crate::engine::{Engine, Totals};
+use crate::error::Reject;
+use crate::health::{position_liquidation_price, position_risk};
+use crate::margin::TierRow;
+use crate::market::{Market, MarketParams};
+use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
+use crate::oracle::Validity;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize)]
+pub struct StateView {
+    pub seq: u64,
+    pub ts: u64,
+    /// SHA-256 of the canonical engine state; equal streams give equal hashes on any machine.
+    pub state_hash: String,
+    pub accounts: BTreeMap<String, AccountView>,
+    /// Insurance funds by segment (filled in by the liquidation layer).
+    pub insurance_funds: BTreeMap<String, Quote>,
+    pub markets: BTreeMap<String, MarketView>,
+    pub assets: BTreeMap<String, AssetView>,
+    pub fee_pool: Quote,
+    pub totals: TotalsView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    /// Cross-book balances by asset, in the asset's units (USDC includes realized PnL).
+    pub balances: BTreeMap<String, Size>,
+    /// Cross-book equity with maintenance weights.
+    pub equity: Quote,
+    /// Cross-book equity with initial weights (valid prices only).
+    pub initial_equity: Quote,
+    pub initial_requirement: Quote,
+    pub liquidation_end_requirement: Quote,
+    pub maintenance_requirement: Quote,
+    /// Cross-book equity below maintenance.
+    pub liquidatable: bool,
+    pub positions: Vec<PositionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PositionView {
+    pub market: String,
+    pub size: Size,
+    pub entry_price: Option<Price>,
+    pub mark_price: Price,
+    pub notional: Quote,
+    pub unrealized_pnl: Quote,
+    /// Funding accrued since the position last settled (positive: owed by it).
+    pub funding_owed: Quote,
+    pub isolated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolated_margin: Option<Quote>,
+    /// The isolated position's own equity (isolated positions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equity: Option<Quote>,
+    pub initial_requirement: Quote,
+    pub maintenance_requirement: Quote,
+    /// The mark at which this position's bucket meets maintenance, all else fixed.
+    pub liquidation_price: Option<Price>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MarketView {
+    pub oracle_price: Option<Price>,
+    pub mark_price: Option<Price>,
+    pub twap: Option<Price>,
+    pub validity: Validity,
+    pub open_interest: Size,
+    pub funding_index: FundingIndex,
+    pub funding_pool: Quote,
+    pub volatility_margin_fraction: Ratio,
+    pub tiers: Vec<TierRow>,
+    pub params: MarketParams,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AssetView {
+    pub price: Option<Price>,
+    pub validity: Validity,
+    pub initial_weight: Ratio,
+    pub maintenance_weight: Ratio,
+    /// Σ deposits − Σ withdrawals: what all balances of the asset add up to.
+    pub deposits: Size,
+    pub withdrawals: Size,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TotalsView {
+    /// USDC deposited and withdrawn over the engine's life.
+    pub deposits: Quote,
+    pub withdrawals: Quote,
+    pub bad_debt: Quote,
+    pub socialized_loss: Quote,
+}
+
+impl Engine {
+    /// SHA-256 of the canonical serialization of the engine state (hex).
+    pub fn state_hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("engine state serializes");
+        let digest = Sha256::digest(&bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The documented state view.
+    pub fn view(&self) -> Result<StateView, Reject> {
+        let mut accounts = BTreeMap::new();
+        for (id, account) in self.accounts() {
+            accounts.insert(id.to_string(), self.account_view(account)?);
+        }
+        let markets = self.markets().iter().map(|m| (m.id.to_string(), self.market_view(m))).collect();
+        let mut assets = BTreeMap::new();
+        assets.insert(
+            SETTLEMENT.to_string(),
+            AssetView {
+                price: Some(Price::ONE),
+                validity: Validity::Valid,
+                initial_weight: Ratio::ONE,
+                maintenance_weight: Ratio::ONE,
+                deposits: self.totals().deposits.to_amount()?,
+                withdrawals: self.totals().withdrawals.to_amount()?,
+            },
+        );
+        for a in self.assets() {
+            assets.insert(
+                a.id.to_string(),
+                AssetView {
+                    price: a.feed.price(),
+                    validity: a.feed.validity(&a.params.oracle, self.now()),
+                    initial_weight: a.params.initial_weight,
+                    maintenance_weight: a.params.maintenance_weight,
+                    deposits: a.deposits,
+                    withdrawals: a.withdrawals,
+                },
+            );
+        }
+        let Totals { deposits, withdrawals } = self.totals();
+        Ok(StateView {
+            seq: self.seq(),
+            ts: self.now(),
+            state_hash: self.state_hash(),
+            accounts,
+            insurance_funds: BTreeMap::new(),
+            markets,
+            assets,
+            fee_pool: self.fee_pool(),
+            totals: TotalsView { deposits, withdrawals, bad_debt: Quote::ZERO, socialized_loss: Quote::ZERO },
+        })
+    }
+
+    fn account_view(&self, account: &Account) -> Result<AccountView, Reject> {
+        let h = self.health(account, Bucket::Cross)?;
+        let mut balances = BTreeMap::new();
+        balances.insert(SETTLEMENT.to_string(), account.cash.to_amount()?);
+        for (a, amount) in &account.collateral {
+            balances.insert(self.assets()[*a as usize].id.to_string(), *amount);
+        }
+        let mut positions = Vec::new();
+        for (m, pos) in &account.cross {
+            positions.push(self.position_view(account, Bucket::Cross, *m, pos)?);
+        }
+        for (m, iso) in &account.isolated {
+            if !iso.position.size.is_zero() {
+                positions.push(self.position_view(account, Bucket::Isolated(*m), *m, &iso.position)?);
+            }
+        }
+        Ok(AccountView {
+            balances,
+            equity: h.equity,
+            initial_equity: h.initial_equity,
+            initial_requirement: h.initial,
+            liquidation_end_requirement: h.liquidation_end,
+            maintenance_requirement: h.maintenance,
+            liquidatable: h.is_liquidatable(),
+            positions,
+        })
+    }
+
+    fn position_view(&self, account: &Account, bucket: Bucket, m: u32, pos: &Position) -> Result<PositionView, Reject> {
+        let market = &self.markets()[m as usize];
+        let r = position_risk(market, pos)?;
+        let isolated = matches!(bucket, Bucket::Isolated(_));
+        let (isolated_margin, equity) = if isolated {
+            (Some(account.cash(bucket)), Some(self.health(account, bucket)?.equity))
+        } else {
+            (None, None)
+        };
+        Ok(PositionView {
+            market: market.id.to_string(),
+            size: pos.size,
+            entry_price: pos.entry_price()?,
+            mark_price: r.mark,
+            notional: r.notional,
+            unrealized_pnl: pos.unrealized_pnl(r.mark)?,
+            funding_owed: pos.funding_owed(market.funding_index)?,
+            isolated,
+            isolated_margin,
+            equity,
+            initial_requirement: r.initial,
+            maintenance_requirement: r.maintenance,
+            liquidation_price: position_liquidation_price(
+                account,
+                bucket,
+                m,
+                self.markets(),
+                self.assets(),
+                self.now(),
+            )?,
+        })
+    }
+
+    fn market_view(&self, m: &Market) -> MarketView {
+        MarketView {
+            oracle_price: m.feed.price(),
+            mark_price: m.mark(),
+            twap: m.feed.twap(),
+            validity: m.validity(self.now()),
+            open_interest: m.open_interest,
+            funding_index: m.funding_index,
+            funding_pool: m.funding_pool,
+            volatility_margin_fraction: m.vol.fraction,
+            tiers: m.tiers.rows().to_vec(),
+            params: m.params.clone(),
+        }
+    }
+
+    /// Invariant 1 of DESIGN §3 for the settlement asset: the sum of cash (cross and
+    /// isolated), position cash legs, the fee pool and the funding pools equals deposits
+    /// minus withdrawals, exactly. Returns the difference (zero when conserved).
+    pub fn conservation_error(&self) -> Result<Quote, crate::num::NumError> {
+        let mut held = self.fee_pool();
+        for (_, a) in self.accounts() {
+            held = held.checked_add(a.cash)?;
+            for (_, p) in &a.cross {
+                held = held.checked_add(p.quote)?;
+            }
+            for (_, i) in &a.isolated {
+                held = held.checked_add(i.margin)?.checked_add(i.position.quote)?;
+            }
+        }
+        for m in self.markets() {
+            held = held.checked_add(m.funding_pool)?;
+        }
+        let net = self.totals().deposits.checked_sub(self.totals().withdrawals)?;
+        held.checked_sub(net)
+    }
+}
