@@ -682,3 +682,6 @@ enum Total {
     Settlement(Quote),
     Asset(u32, Size),
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,9 @@ pub mod num;
 pub mod oracle;
 pub mod view;
 
+#[cfg(test)]
+mod testkit;
+
 pub use command::{parse_line, Command, ParseError, TimedCommand};
 pub use engine::Engine;
 pub use error::{ParamError, Reject};

@@ -1,0 +1,118 @@
+//! The real `ballast replay` binary on the shipped stories and on unreadable input.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ballast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ballast")).args(args).current_dir(repo()).output().expect("run ballast")
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ballast-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Replay a story and return its events and final state.
+fn replay(story: &str) -> (Vec<Value>, Value) {
+    let state = temp_path(&format!("{story}.state.json"));
+    let out = ballast(&["replay", &format!("examples/{story}.jsonl"), "--state", state.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let state = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    (events, state)
+}
+
+fn rejected_lines(events: &[Value]) -> Vec<u64> {
+    events.iter().filter(|e| e["event"] == "rejected").map(|e| e["line"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn isolated_long_story() {
+    let (events, state) = replay("isolated-long");
+    assert_eq!(rejected_lines(&events), [11, 17], "the oversized fill and the withdrawal are refused");
+    let alice = &state["accounts"]["alice"];
+    let pos = &alice["positions"][0];
+    for key in ["market", "size", "entry_price", "isolated", "isolated_margin", "equity", "maintenance_requirement"] {
+        assert!(pos.get(key).is_some(), "position field {key} missing: {pos}");
+    }
+    assert_eq!(pos["isolated"], true);
+    assert_eq!(pos["size"], "0.5");
+    assert_eq!(pos["entry_price"], "50000");
+    assert_eq!(pos["isolated_margin"], "3500", "5,000 + 1,000 top-up − 2,500 realized");
+    assert!(pos["liquidation_price"].as_str().unwrap().starts_with("43172.69"));
+    for key in ["deposits", "withdrawals", "bad_debt", "socialized_loss"] {
+        assert!(state["totals"].get(key).is_some(), "totals.{key} missing");
+    }
+    assert_eq!(state["totals"]["deposits"], "106000");
+    assert!(state["insurance_funds"].is_object());
+    assert_eq!(state["seq"], 10);
+}
+
+#[test]
+fn cross_story_with_haircut_collateral_and_two_markets() {
+    let (events, state) = replay("cross-two-markets");
+    assert_eq!(rejected_lines(&events), [19, 21]);
+    let carol = &state["accounts"]["carol"];
+    assert_eq!(carol["balances"]["ETH"], "2");
+    assert_eq!(carol["balances"]["USDC"], "-534.95", "1,000 − fees 15 + 15 + 8.25 − realized 1,500 + funding 3.30");
+    assert_eq!(carol["equity"], "3902.05", "−534.95 + 0.9 × 2 × 3,300 − 3 funding owed − 1,500 PnL");
+    assert_eq!(carol["positions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn oracle_outage_story() {
+    let (events, state) = replay("oracle-outage");
+    assert_eq!(rejected_lines(&events), [16, 22, 28]);
+    let validity: Vec<&str> =
+        events.iter().filter(|e| e["event"] == "oracle_validity_changed").map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(validity, ["low_quorum", "valid", "low_quorum", "stale", "low_quorum", "valid", "uncertain", "valid"]);
+    assert_eq!(state["accounts"]["dan"]["positions"][0]["size"], "60");
+}
+
+#[test]
+fn replaying_twice_gives_the_same_state_hash() {
+    let (_, a) = replay("cross-two-markets");
+    let (_, b) = replay("cross-two-markets");
+    assert_eq!(a["state_hash"], b["state_hash"]);
+    assert_eq!(a["state_hash"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn missing_file_fails_with_its_name() {
+    let out = ballast(&["replay", "examples/no-such-story.jsonl"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-story.jsonl"));
+}
+
+#[test]
+fn invalid_utf8_fails_naming_the_line() {
+    let path = temp_path("bad-utf8.jsonl");
+    std::fs::write(&path, b"{\"ts\":0,\"cmd\":\"tick\"}\n\xc3\x28\n").unwrap();
+    let out = ballast(&["replay", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2") && stderr.contains("UTF-8"), "{stderr}");
+}
+
+#[test]
+fn malformed_lines_are_reported_and_skipped() {
+    let path = temp_path("malformed.jsonl");
+    std::fs::write(
+        &path,
+        "{\"ts\":0,\"cmd\":\"tick\"}\n{oops\n{\"ts\":1,\"cmd\":\"tick\",\"bogus\":1}\n{\"ts\":2,\"cmd\":\"tick\"}\n",
+    )
+    .unwrap();
+    let out = ballast(&["replay", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rejected_lines(&lines), [2, 3]);
+    assert!(lines[1]["reason"].as_str().unwrap().contains("bogus"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 accepted, 2 rejected"));
+}
