@@ -16,6 +16,10 @@ pub struct Summary {
 
 pub fn run(file: &Path, state_out: Option<&Path>) -> Result<()> {
     let input = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Create the state file's folder before the replay, so a bad path fails before any work.
+    if let Some(dir) = state_out.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::new(stdout);
     let mut engine = Engine::new();
@@ -52,7 +56,8 @@ pub fn replay(input: impl BufRead, engine: &mut Engine, out: &mut impl Write) ->
         let cmd = match parse_line(line) {
             Ok(cmd) => cmd,
             Err(e) => {
-                write_rejection(out, line_no, None, None, &e.to_string())?;
+                let (ts, cmd) = envelope_of(line);
+                write_rejection(out, line_no, ts, cmd.as_deref(), &e.to_string())?;
                 summary.rejected += 1;
                 continue;
             }
@@ -72,6 +77,14 @@ pub fn replay(input: impl BufRead, engine: &mut Engine, out: &mut impl Write) ->
         }
     }
     Ok(summary)
+}
+
+/// `ts` and `cmd` of a line that did not decode, when they can be read, for the rejection line.
+fn envelope_of(line: &str) -> (Option<u64>, Option<String>) {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return (None, None);
+    };
+    (map.get("ts").and_then(|v| v.as_u64()), map.get("cmd").and_then(|v| v.as_str()).map(str::to_string))
 }
 
 /// `{"seq":S,"ts":T,"line":N,"event":...}`: the envelope first, then the event's own fields.

@@ -84,6 +84,14 @@ fn replaying_twice_gives_the_same_state_hash() {
 }
 
 #[test]
+fn state_file_folder_is_created() {
+    let state = temp_path("nested/deeper/state.json");
+    let out = ballast(&["replay", "examples/isolated-long.jsonl", "--state", state.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(state.exists());
+}
+
+#[test]
 fn missing_file_fails_with_its_name() {
     let out = ballast(&["replay", "examples/no-such-story.jsonl"]);
     assert!(!out.status.success());
@@ -114,5 +122,10 @@ fn malformed_lines_are_reported_and_skipped() {
     let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rejected_lines(&lines), [2, 3]);
     assert!(lines[1]["reason"].as_str().unwrap().contains("bogus"));
+    assert_eq!(
+        (lines[1]["ts"].as_u64(), lines[1]["cmd"].as_str()),
+        (Some(1), Some("tick")),
+        "decode errors keep ts and cmd"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 accepted, 2 rejected"));
 }

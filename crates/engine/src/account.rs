@@ -25,6 +25,11 @@ pub struct Position {
 }
 
 impl Position {
+    /// No size and no cash leg left (the funding index does not matter).
+    pub fn is_flat(&self) -> bool {
+        self.size.is_zero() && self.quote.is_zero()
+    }
+
     /// Average entry price `|quote| / |size|`, rounded down; `None` when flat.
     pub fn entry_price(&self) -> NumResult<Option<Price>> {
         if self.size.is_zero() {
@@ -193,7 +198,7 @@ impl Account {
     /// Drop an isolated bucket that holds neither collateral nor a position, so later fills in
     /// that market go to the cross book again.
     pub fn drop_empty_isolated(&mut self, m: MarketIdx) {
-        if self.isolated(m).is_some_and(|i| i.margin.is_zero() && i.position == Position::default()) {
+        if self.isolated(m).is_some_and(|i| i.margin.is_zero() && i.position.is_flat()) {
             remove(&mut self.isolated, m);
         }
     }
@@ -320,6 +325,9 @@ mod tests {
         a.add_cash(Bucket::Isolated(3), q("10")).unwrap();
         assert_eq!(a.bucket_for(3), Bucket::Isolated(3));
         a.add_cash(Bucket::Isolated(3), q("-10")).unwrap();
+        // A position closed after funding moved keeps a non-zero index; the bucket still goes.
+        let flat = Position { funding_index: FundingIndex::parse("0.5").unwrap(), ..Default::default() };
+        a.set_position(Bucket::Isolated(3), 3, flat);
         a.drop_empty_isolated(3);
         assert_eq!(a.bucket_for(3), Bucket::Cross);
         assert!(a.add_collateral(1, s("-1")).is_err());

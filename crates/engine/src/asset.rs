@@ -46,6 +46,13 @@ impl AssetParams {
                 return Err(ParamError::out_of_bounds("deposit_cap", cap, "deposit_cap > 0"));
             }
         }
+        if !self.oracle.mark_band.is_zero() {
+            return Err(ParamError::out_of_bounds(
+                "oracle.mark_band",
+                self.oracle.mark_band,
+                "collateral has no mark price: 0",
+            ));
+        }
         self.oracle.validate()
     }
 }

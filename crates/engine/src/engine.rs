@@ -12,10 +12,10 @@ use crate::command::{
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
-use crate::health::{bucket_health, check_oracle, check_oracles, Health};
+use crate::health::{bucket_health, check_oracles, Health};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Quote, Round, Size};
-use crate::oracle::Action;
+use crate::oracle::{Action, Validity};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,7 +116,7 @@ impl Engine {
             Command::TransferMargin(t) => self.transfer_margin(t, ts, events),
             Command::Oracle(o) => self.oracle(o, ts, events),
             Command::Fill(f) => self.fill(f, ts, events),
-            Command::Funding(f) => self.funding(f, events),
+            Command::Funding(f) => self.funding(f, ts, events),
             Command::Tick => Ok(()),
         };
         match result {
@@ -247,7 +247,7 @@ impl Engine {
         positive("amount", d.amount)?;
         let (slot, mut account) = self.account_or_new(&d.account)?;
         let (total, balance) = if d.asset == SETTLEMENT {
-            let amount = Quote::from_amount(d.amount)?;
+            let amount = usdc_amount(d.amount)?;
             let bucket = match &d.isolated {
                 Some(market) => {
                     let m = self.market_idx(market)?;
@@ -294,7 +294,7 @@ impl Engine {
         let i = self.account_idx(&w.account)?;
         let mut account = self.accounts[i as usize].clone();
         let (total, bucket, balance) = if w.asset == SETTLEMENT {
-            let amount = Quote::from_amount(w.amount)?;
+            let amount = usdc_amount(w.amount)?;
             let bucket = match &w.isolated {
                 Some(market) => Bucket::Isolated(self.isolated_bucket(&w.account, &account, market)?),
                 None => Bucket::Cross,
@@ -364,7 +364,7 @@ impl Engine {
     /// initial requirement. The receiving bucket only gets safer.
     fn transfer_margin(&mut self, t: &TransferMargin, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         positive("amount", t.amount)?;
-        let amount = Quote::from_amount(t.amount)?;
+        let amount = usdc_amount(t.amount)?;
         let m = self.market_idx(&t.market)?;
         let i = self.account_idx(&t.account)?;
         let mut account = self.accounts[i as usize].clone();
@@ -531,8 +531,7 @@ impl Engine {
         // Margin checks see the open interest after the fill (it scales initial margin); the
         // value is restored if either side is rejected.
         let old_open_interest = std::mem::replace(&mut self.markets[m as usize].open_interest, open_interest);
-        let checked =
-            self.check_leg(&f.buyer, bi, m, &buy, ts).and_then(|_| self.check_leg(&f.seller, si, m, &sell, ts));
+        let checked = self.check_leg(&f.buyer, bi, &buy, ts).and_then(|_| self.check_leg(&f.seller, si, &sell, ts));
         if let Err(e) = checked {
             self.markets[m as usize].open_interest = old_open_interest;
             return Err(e);
@@ -587,10 +586,12 @@ impl Engine {
         Ok(Leg { account, bucket, before, after, realized, funding_paid, fee })
     }
 
-    fn check_leg(&self, id: &str, i: u32, m: u32, leg: &Leg, ts: u64) -> Result<(), Reject> {
+    fn check_leg(&self, id: &str, i: u32, leg: &Leg, ts: u64) -> Result<(), Reject> {
+        // New risk is priced with every market of the bucket, so all of them need a price
+        // valid for risk-increasing actions (Drift's margin-calculation rule).
         let increases = leg.before.increases_risk(&leg.after);
         if increases {
-            check_oracle(&self.markets[m as usize], ts, Action::IncreaseRisk)?;
+            check_oracles(&leg.account, leg.bucket, &self.markets, ts, Action::IncreaseRisk)?;
         }
         let after = self.health_of(&leg.account, leg.bucket, ts)?;
         if after.meets_initial() {
@@ -614,10 +615,15 @@ impl Engine {
     }
 
     /// One funding period: the index moves by `rate × oracle price`; positions settle lazily.
-    fn funding(&mut self, f: &Funding, events: &mut Vec<Event>) -> Result<(), Reject> {
+    fn funding(&mut self, f: &Funding, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         let m = self.market_idx(&f.market)? as usize;
         let market = &self.markets[m];
         let params = &market.params.funding;
+        // The index moves by `rate × oracle price`: a stale price would misstate every payment.
+        let validity = market.validity(ts);
+        if matches!(validity, Validity::Stale | Validity::Missing) {
+            return Err(Reject::OracleNotValidFor { market: f.market.clone(), validity, action: "funding" });
+        }
         let index_price = market.feed.price().ok_or_else(|| Reject::NoPrice(f.market.clone()))?;
         let rate = match (f.rate, f.premium) {
             (Some(_), Some(_)) => return Err(Reject::Conflict("give either \"rate\" or \"premium\", not both".into())),
@@ -651,6 +657,11 @@ fn positive<T: std::fmt::Display + Default + PartialOrd>(field: &'static str, va
     } else {
         Err(Reject::NotPositive { field, value: value.to_string() })
     }
+}
+
+/// A USDC amount given on the 8-decimal asset scale; more than 6 decimals is rejected.
+fn usdc_amount(amount: Size) -> Result<Quote, Reject> {
+    Quote::from_amount(amount).map_err(|reason| Reject::InvalidNumber { field: "amount", reason })
 }
 
 fn insufficient(asset: &str, available: impl std::fmt::Display, requested: impl std::fmt::Display) -> Reject {

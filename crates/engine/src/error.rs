@@ -76,6 +76,8 @@ pub enum Reject {
     Conflict(String),
     #[error("funding rate {rate} exceeds the market's max_rate {max}")]
     FundingRateTooLarge { rate: String, max: String },
+    #[error("{field}: {reason}")]
+    InvalidNumber { field: &'static str, reason: NumError },
     #[error("arithmetic overflow or out-of-range value ({0})")]
     Math(#[from] NumError),
 }

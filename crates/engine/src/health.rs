@@ -4,7 +4,8 @@
 //!
 //! `equity = Σ collateral × price × weight + Σ (size × mark + cash leg − funding owed)`.
 //! Values are rounded down and requirements up, both against the account. Initial equity uses
-//! the initial weights and counts non-settlement collateral only while its oracle is fully valid.
+//! the initial weights and counts non-settlement collateral only while its oracle allows
+//! risk-increasing actions (by default: fully valid).
 
 use crate::account::{Account, Bucket, Position};
 use crate::asset::Asset;
@@ -12,7 +13,7 @@ use crate::error::Reject;
 use crate::margin::{liquidation_price, oi_scaled_requirement};
 use crate::market::Market;
 use crate::num::{NumResult, Price, Quote, Ratio, Round};
-use crate::oracle::{Action, Validity};
+use crate::oracle::Action;
 
 /// Equity and requirements of one bucket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +55,7 @@ impl Health {
 /// Value and requirements of one position at the market's mark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PositionRisk {
+    /// The mark used (zero for a flat position in a market never priced).
     pub mark: Price,
     /// `size × mark + cash leg − funding owed`.
     pub value: Quote,
@@ -70,9 +72,13 @@ pub struct PositionRisk {
 /// initial = max(tiered initial, notional × volatility initial fraction), then scaled up with
 /// open interest; liquidation-end = maintenance + share × (unscaled initial − maintenance), so
 /// an open-interest surge never makes liquidation sell more.
+/// A flat position (an isolated bucket holding only margin) needs no price.
 pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Reject> {
-    let mark = market.mark().ok_or_else(|| Reject::NoPrice(market.id.to_string()))?;
-    Ok(position_risk_at(market, pos, mark)?)
+    match market.mark() {
+        Some(mark) => Ok(position_risk_at(market, pos, mark)?),
+        None if pos.size.is_zero() => Ok(PositionRisk { value: pos.quote, ..PositionRisk::default() }),
+        None => Err(Reject::NoPrice(market.id.to_string())),
+    }
 }
 
 fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<PositionRisk> {
@@ -130,7 +136,7 @@ pub fn bucket_health(
         let Some(price) = asset.feed.price() else { continue };
         let value = amount.value_at(price, Round::Floor)?;
         h.equity = h.equity.checked_add(value.mul_ratio_floor(asset.params.maintenance_weight)?)?;
-        if asset.feed.validity(&asset.params.oracle, now) == Validity::Valid {
+        if asset.params.oracle.allow.allows(Action::IncreaseRisk, asset.feed.validity(&asset.params.oracle, now)) {
             h.initial_equity = h.initial_equity.checked_add(value.mul_ratio_floor(asset.params.initial_weight)?)?;
         }
     }

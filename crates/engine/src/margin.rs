@@ -304,18 +304,26 @@ pub fn oi_scaled_requirement(requirement: Quote, notional: Quote, t: Ratio) -> R
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolParams {
-    /// EWMA decay per oracle update, in (0, 1), e.g. 0.94 (RiskMetrics).
+    /// EWMA decay per sample, in (0, 1), e.g. 0.94 (RiskMetrics).
     pub lambda: Ratio,
     /// k, in (0, 100].
     pub multiplier: Ratio,
-    /// h, in 1..=100_000: the margin covers k·σ·√h.
-    pub horizon_updates: u32,
+    /// h, in 1..=100_000 samples: the margin covers k·σ·√h.
+    pub horizon_samples: u32,
+    /// The aggregate oracle price is sampled at most once per this many ms, so σ is per unit of
+    /// time whatever the number of sources or their update rate. 1..=86_400_000, default 60,000.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval_ms: u64,
     /// The applied fraction may rise at most this much per hour of timestamps; (0, 1].
     pub max_increase_per_hour: Ratio,
     /// Upper bound of the applied maintenance fraction, (0, 1).
     pub cap: Ratio,
     /// The initial floor is fraction × this, in [1, 10].
     pub initial_multiplier: Ratio,
+}
+
+fn default_sample_interval() -> u64 {
+    60_000
 }
 
 const MS_PER_HOUR: i128 = 3_600_000;
@@ -330,11 +338,18 @@ impl VolParams {
         let hundred = Ratio::from_int(100)?;
         check_range("volatility_margin.multiplier", self.multiplier, tiny, hundred, "0 < multiplier ≤ 100")?;
         check_range(
-            "volatility_margin.horizon_updates",
-            self.horizon_updates,
+            "volatility_margin.horizon_samples",
+            self.horizon_samples,
             1,
             100_000,
-            "1 ≤ horizon_updates ≤ 100000",
+            "1 ≤ horizon_samples ≤ 100000",
+        )?;
+        check_range(
+            "volatility_margin.sample_interval_ms",
+            self.sample_interval_ms,
+            1,
+            86_400_000,
+            "1 ≤ sample_interval_ms ≤ 86400000",
         )?;
         let max_inc = self.max_increase_per_hour;
         check_range(
@@ -375,7 +390,8 @@ fn u256_div_ceil_sat(n: U256, d: U256) -> u128 {
 
 impl VolState {
     /// Pure: the state after one oracle price at `now` (ms). The first price only sets
-    /// `last_price`/`last_ts`.
+    /// `last_price`/`last_ts`; a price less than `sample_interval_ms` after the last sample is
+    /// not a new sample and changes nothing.
     ///
     /// - `r² = (p − p_prev)² / p_prev²` at the 1e16 scale, computed from the prices directly
     ///   (not by squaring a rounded 8-dp ratio, so a 0.01% move registers), rounded up;
@@ -398,6 +414,9 @@ impl VolState {
             out.last_ts = now;
             return Ok(out);
         };
+        if now < self.last_ts.saturating_add(p.sample_interval_ms) {
+            return Ok(*self);
+        }
         let q = U256::from(prev.raw().unsigned_abs());
         let d = U256::from(price.raw().abs_diff(prev.raw()));
         let r2 = u256_div_ceil_sat(d * d * U256::from(VAR_ONE as u128), q * q);
@@ -406,7 +425,7 @@ impl VolState {
         let ewma = lambda * U256::from(self.variance) + (one - lambda) * U256::from(r2);
         out.variance = u256_div_ceil_sat(ewma, one);
 
-        let x = out.variance.saturating_mul(u128::from(p.horizon_updates));
+        let x = out.variance.saturating_mul(u128::from(p.horizon_samples));
         let mut root = isqrt(x);
         if root * root < x {
             root += 1;
@@ -825,7 +844,8 @@ mod tests {
         VolParams {
             lambda: r("0.94"),
             multiplier: r("3"),
-            horizon_updates: 1,
+            horizon_samples: 1,
+            sample_interval_ms: 1,
             max_increase_per_hour: r("0.01"),
             cap: r("0.5"),
             initial_multiplier: r("2"),
@@ -936,8 +956,8 @@ mod tests {
             (VolParams { lambda: Ratio::ONE, ..base }, "volatility_margin.lambda"),
             (VolParams { multiplier: Ratio::ZERO, ..base }, "volatility_margin.multiplier"),
             (VolParams { multiplier: r("100.00000001"), ..base }, "volatility_margin.multiplier"),
-            (VolParams { horizon_updates: 0, ..base }, "volatility_margin.horizon_updates"),
-            (VolParams { horizon_updates: 100_001, ..base }, "volatility_margin.horizon_updates"),
+            (VolParams { horizon_samples: 0, ..base }, "volatility_margin.horizon_samples"),
+            (VolParams { horizon_samples: 100_001, ..base }, "volatility_margin.horizon_samples"),
             (VolParams { max_increase_per_hour: Ratio::ZERO, ..base }, "volatility_margin.max_increase_per_hour"),
             (VolParams { max_increase_per_hour: r("1.00000001"), ..base }, "volatility_margin.max_increase_per_hour"),
             (VolParams { cap: Ratio::ZERO, ..base }, "volatility_margin.cap"),

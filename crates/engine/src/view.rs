@@ -51,9 +51,13 @@ pub struct PositionView {
     pub market: String,
     pub size: Size,
     pub entry_price: Option<Price>,
-    pub mark_price: Price,
+    /// None only for a flat isolated bucket in a market that was never priced.
+    pub mark_price: Option<Price>,
     pub notional: Quote,
     pub unrealized_pnl: Quote,
+    /// The position's cash leg: −cost of a long, +proceeds of a short (realized PnL excluded).
+    /// `size × mark + cash_leg = unrealized_pnl` up to rounding of the first term.
+    pub cash_leg: Quote,
     /// Funding accrued since the position last settled (positive: owed by it).
     pub funding_owed: Quote,
     pub isolated: bool,
@@ -66,6 +70,8 @@ pub struct PositionView {
     pub maintenance_requirement: Quote,
     /// The mark at which this position's bucket meets maintenance, all else fixed.
     pub liquidation_price: Option<Price>,
+    /// This position's bucket (its isolated margin, or the cross book) is below maintenance.
+    pub liquidatable: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,10 +173,9 @@ impl Engine {
         for (m, pos) in &account.cross {
             positions.push(self.position_view(account, Bucket::Cross, *m, pos)?);
         }
+        // Isolated buckets are listed even when flat, so their margin is visible.
         for (m, iso) in &account.isolated {
-            if !iso.position.size.is_zero() {
-                positions.push(self.position_view(account, Bucket::Isolated(*m), *m, &iso.position)?);
-            }
+            positions.push(self.position_view(account, Bucket::Isolated(*m), *m, &iso.position)?);
         }
         Ok(AccountView {
             balances,
@@ -188,18 +193,17 @@ impl Engine {
         let market = &self.markets()[m as usize];
         let r = position_risk(market, pos)?;
         let isolated = matches!(bucket, Bucket::Isolated(_));
-        let (isolated_margin, equity) = if isolated {
-            (Some(account.cash(bucket)), Some(self.health(account, bucket)?.equity))
-        } else {
-            (None, None)
-        };
+        let health = self.health(account, bucket)?;
+        let (isolated_margin, equity) =
+            if isolated { (Some(account.cash(bucket)), Some(health.equity)) } else { (None, None) };
         Ok(PositionView {
             market: market.id.to_string(),
             size: pos.size,
             entry_price: pos.entry_price()?,
-            mark_price: r.mark,
+            mark_price: market.mark(),
             notional: r.notional,
             unrealized_pnl: pos.unrealized_pnl(r.mark)?,
+            cash_leg: pos.quote,
             funding_owed: pos.funding_owed(market.funding_index)?,
             isolated,
             isolated_margin,
@@ -214,6 +218,7 @@ impl Engine {
                 self.assets(),
                 self.now(),
             )?,
+            liquidatable: health.is_liquidatable(),
         })
     }
 

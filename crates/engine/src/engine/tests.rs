@@ -56,6 +56,42 @@ fn liquidation_price_is_where_the_account_becomes_liquidatable() {
     assert!(s.health("long", Bucket::Isolated(0)).is_liquidatable());
 }
 
+/// A cross position's liquidation price holds every other price fixed: moving only that
+/// market's mark across it flips the whole cross book between safe and liquidatable.
+#[test]
+fn cross_liquidation_price_with_two_markets_and_haircut_collateral() {
+    let mut s = Story::new();
+    s.ok(r#"{"ts":0,"cmd":"create_asset","asset":"ETH","initial_weight":"0.8","maintenance_weight":"0.9"}"#);
+    s.ok(r#"{"ts":0,"cmd":"oracle","asset":"ETH","source":"s1","price":"3000"}"#);
+    for m in [BTC, "ETH-PERP"] {
+        s.ok(&format!(
+            r#"{{"ts":0,"cmd":"create_market","market":"{m}","initial_margin":"0.05","maintenance_margin":"0.025"}}"#
+        ));
+    }
+    s.price(0, BTC, "60000");
+    s.price(0, "ETH-PERP", "3000");
+    s.ok(r#"{"ts":0,"cmd":"deposit","account":"carol","asset":"ETH","amount":"2"}"#);
+    s.deposit(0, "carol", "1000");
+    s.deposit(0, "mm", "1000000");
+    s.fill(1, BTC, "carol", "mm", "0.5", "60000");
+    s.fill(1, "ETH-PERP", "mm", "carol", "10", "3000");
+    let btc_liq = s.position("carol", BTC).liquidation_price.unwrap();
+    let eth_liq = s.position("carol", "ETH-PERP").liquidation_price.unwrap();
+    assert!(
+        btc_liq < crate::num::Price::parse("60000").unwrap() && eth_liq > crate::num::Price::parse("3000").unwrap()
+    );
+    let nudge = |p: crate::num::Price, d: i64| crate::num::Price::from_raw(p.raw() + d).to_string();
+    s.price(2, BTC, &btc_liq.to_string());
+    assert!(!s.cross_health("carol").is_liquidatable(), "safe at the liquidation price itself");
+    s.price(3, BTC, &nudge(btc_liq, -1_000_000));
+    assert!(s.cross_health("carol").is_liquidatable(), "liquidatable a cent below it");
+    s.price(4, BTC, "60000");
+    s.price(5, "ETH-PERP", &eth_liq.to_string());
+    assert!(!s.cross_health("carol").is_liquidatable());
+    s.price(6, "ETH-PERP", &nudge(eth_liq, 1_000_000));
+    assert!(s.cross_health("carol").is_liquidatable());
+}
+
 /// Golden: Binance BTCUSDT brackets as `maintenance_tiers`; a 2,000,000 notional sits in the
 /// 1M–10M bracket (MMR 2.5%, maintenance amount 16,300; IMR 5%).
 /// Source: shared/reference/anchors-offchain.md §2.1 (bracket table).
@@ -257,9 +293,52 @@ fn deposit_caps_and_collateral_rules() {
     let e = s.rejects(r#"{"ts":0,"cmd":"withdraw","account":"carol","asset":"ETH","amount":"0.7"}"#);
     assert!(matches!(e, Reject::InsufficientBalance { .. }), "{e}");
     let e = s.rejects(r#"{"ts":0,"cmd":"deposit","account":"carol","asset":"USDC","amount":"0.0000001"}"#);
-    assert!(matches!(e, Reject::Math(_)), "USDC has 6 decimals: {e}");
+    assert!(matches!(e, Reject::InvalidNumber { field: "amount", .. }), "USDC has 6 decimals: {e}");
+    assert!(e.to_string().contains("more than 6 decimals"), "{e}");
     s.ok(r#"{"ts":0,"cmd":"withdraw","account":"carol","asset":"ETH","amount":"0.6"}"#);
     assert!(s.engine.account("carol").unwrap().collateral.is_empty());
+}
+
+#[test]
+fn an_emptied_isolated_bucket_returns_the_market_to_the_cross_book_after_funding() {
+    let mut s = Story::with_market(BTC, "0.1", "0.05", "100");
+    s.deposit(0, "alice", "1000");
+    s.deposit_isolated(0, "alice", "100", BTC);
+    s.deposit(0, "mm", "100000");
+    s.fill(1, BTC, "alice", "mm", "1", "100");
+    s.ok(r#"{"ts":2,"cmd":"funding","market":"BTC-PERP","rate":"0.001"}"#);
+    s.fill(3, BTC, "mm", "alice", "1", "100");
+    let margin = s.engine.account("alice").unwrap().isolated(0).unwrap().margin;
+    assert_eq!(margin, q("99.9"), "100 less 0.1 of funding");
+    s.ok(r#"{"ts":4,"cmd":"withdraw","account":"alice","asset":"USDC","amount":"99.9","isolated":"BTC-PERP"}"#);
+    assert!(s.engine.account("alice").unwrap().isolated.is_empty());
+    s.fill(5, BTC, "alice", "mm", "1", "100");
+    assert!(!s.position("alice", BTC).isolated);
+}
+
+#[test]
+fn new_risk_needs_every_market_of_the_cross_book_priced() {
+    let mut s = Story::with_market(BTC, "0.1", "0.05", "100");
+    s.ok(r#"{"ts":0,"cmd":"create_market","market":"ETH-PERP","initial_margin":"0.1","maintenance_margin":"0.05","oracle":{"max_age_ms":600000}}"#);
+    s.price(0, "ETH-PERP", "10");
+    s.deposit(0, "alice", "1000");
+    s.deposit(0, "mm", "100000");
+    s.fill(1, BTC, "alice", "mm", "1", "100");
+    s.ok(r#"{"ts":70000,"cmd":"oracle","market":"ETH-PERP","source":"s1","price":"10"}"#);
+    // ETH-PERP is fresh, but alice's BTC-PERP position is priced by a stale oracle.
+    let e = s.rejects(&Story::fill_line(70001, "ETH-PERP", "alice", "mm", "1", "10"));
+    assert!(matches!(&e, Reject::OracleNotValidFor { market, .. } if market == BTC), "{e}");
+    // Once BTC-PERP is priced again, the same fill goes through.
+    s.price(70002, BTC, "100");
+    s.fill(70003, "ETH-PERP", "alice", "mm", "1", "10");
+}
+
+#[test]
+fn funding_needs_a_price_that_is_not_stale() {
+    let mut s = Story::with_market(BTC, "0.1", "0.05", "100");
+    s.ok(r#"{"ts":70000,"cmd":"tick"}"#);
+    let e = s.rejects(r#"{"ts":70000,"cmd":"funding","market":"BTC-PERP","rate":"0.0001"}"#);
+    assert!(matches!(e, Reject::OracleNotValidFor { validity: Validity::Stale, action: "funding", .. }), "{e}");
 }
 
 #[test]
@@ -280,7 +359,7 @@ fn stale_oracle_blocks_new_risk_but_not_risk_reduction() {
 #[test]
 fn volatility_margin_rises_at_a_limited_rate_after_a_shock() {
     let mut s = Story::new();
-    s.ok(r#"{"ts":0,"cmd":"create_market","market":"BTC-PERP","initial_margin":"0.01","maintenance_margin":"0.005","volatility_margin":{"lambda":"0.94","multiplier":"3","horizon_updates":1,"max_increase_per_hour":"0.01","cap":"0.5","initial_multiplier":"2"}}"#);
+    s.ok(r#"{"ts":0,"cmd":"create_market","market":"BTC-PERP","initial_margin":"0.01","maintenance_margin":"0.005","volatility_margin":{"lambda":"0.94","multiplier":"3","horizon_samples":1,"max_increase_per_hour":"0.01","cap":"0.5","initial_multiplier":"2"}}"#);
     s.price(0, BTC, "100");
     s.deposit(0, "alice", "1000");
     s.deposit(0, "bob", "1000");
