@@ -47,6 +47,9 @@ impl Position {
     /// `size × (index − last index)` rounded up: a payer pays the extra micro-unit and a
     /// receiver gets the smaller amount.
     pub fn funding_owed(&self, index: FundingIndex) -> NumResult<Quote> {
+        if index == self.funding_index {
+            return Ok(Quote::ZERO);
+        }
         index.checked_sub(self.funding_index)?.owed_by(self.size, Round::Ceil)
     }
 
@@ -168,6 +171,14 @@ impl Account {
         match bucket {
             Bucket::Cross => self.cash,
             Bucket::Isolated(m) => self.isolated(m).map(|i| i.margin).unwrap_or_default(),
+        }
+    }
+
+    /// Set the settlement cash of `bucket`, creating an isolated bucket if needed.
+    pub fn set_cash(&mut self, bucket: Bucket, value: Quote) {
+        match bucket {
+            Bucket::Cross => self.cash = value,
+            Bucket::Isolated(m) => find_or_insert(&mut self.isolated, m).margin = value,
         }
     }
 

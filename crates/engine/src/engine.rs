@@ -12,12 +12,13 @@ use crate::command::{
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
-use crate::health::{bucket_health, check_oracles, Health};
+use crate::health::{bucket_health, bucket_health_with, check_oracles, Health, Patch};
 use crate::market::{Market, MarketParams};
-use crate::num::{FundingIndex, Quote, Round, Size};
+use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Totals of the settlement asset that entered and left the engine.
@@ -40,15 +41,18 @@ pub struct Engine {
     fee_pool: Quote,
     totals: Totals,
     #[serde(skip)]
-    account_index: HashMap<Id, u32>,
+    account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
 }
 
-/// The outcome of a fill for one side, computed on a copy of the account.
+/// The outcome of a fill for one side, computed without touching the account.
 struct Leg {
-    account: Account,
+    account: u32,
     bucket: Bucket,
     before: Position,
-    after: Position,
+    /// The new position and the change of the bucket's cash.
+    patch: Patch,
+    /// The bucket's cash after the fill (checked when the leg is computed).
+    cash_after: Quote,
     realized: Quote,
     funding_paid: Quote,
     fee: Quote,
@@ -108,6 +112,9 @@ impl Engine {
         }
         let mark = events.len();
         let ts = cmd.ts;
+        // Validity is a function of the feeds and the time: only a new time or a new price can
+        // change it.
+        let validity_may_change = ts != self.now || matches!(cmd.cmd, Command::Oracle(_));
         let result = match &cmd.cmd {
             Command::CreateAsset { asset, params } => self.create_asset(asset, params, events),
             Command::CreateMarket { market, params } => self.create_market(market, params, events),
@@ -123,7 +130,9 @@ impl Engine {
             Ok(()) => {
                 self.now = ts;
                 self.seq += 1;
-                self.report_validity_changes(events);
+                if validity_may_change {
+                    self.report_validity_changes(events);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -193,7 +202,7 @@ impl Engine {
     /// A risk-increasing change (withdrawal, transfer out) must leave `bucket` at or above its
     /// initial requirement, with oracles valid for risk-increasing actions.
     fn require_initial(&self, id: &str, account: &Account, bucket: Bucket, ts: u64) -> Result<(), Reject> {
-        check_oracles(account, bucket, &self.markets, ts, Action::IncreaseRisk)?;
+        check_oracles(account, bucket, None, &self.markets, ts, Action::IncreaseRisk)?;
         let h = self.health_of(account, bucket, ts)?;
         if h.meets_initial() {
             return Ok(());
@@ -406,7 +415,7 @@ impl Engine {
     /// A source price for a market or a collateral asset; the market's volatility margin
     /// follows its aggregate price.
     fn oracle(&mut self, o: &OraclePrice, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
-        positive("price", o.price)?;
+        price_in_range(o.price)?;
         let publish_ts = o.publish_ts.unwrap_or(ts);
         let source: Id = Arc::from(o.source.as_str());
         match (&o.market, &o.asset) {
@@ -499,7 +508,7 @@ impl Engine {
     /// Risk-increasing sides need a fully valid oracle; risk-reducing sides never do.
     fn fill(&mut self, f: &Fill, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         positive("size", f.size)?;
-        positive("price", f.price)?;
+        price_in_range(f.price)?;
         if f.buyer == f.seller {
             return Err(Reject::SelfTrade(f.buyer.clone()));
         }
@@ -511,8 +520,7 @@ impl Engine {
             return Err(Reject::NoPrice(f.market.clone()));
         }
         // The buyer pays the notional rounded up, the seller receives it rounded down.
-        let paid = f.size.notional(f.price, Round::Ceil)?;
-        let received = f.size.notional(f.price, Round::Floor)?;
+        let (received, paid) = f.size.notional_floor_and_ceil(f.price)?;
         let (maker, taker) = (market.params.maker_fee, market.params.taker_fee);
         let (buyer_rate, seller_rate) = match f.taker {
             Side::Buyer => (taker, maker),
@@ -520,26 +528,25 @@ impl Engine {
         };
         let buy = self.trade_leg(bi, m, f.size, paid.checked_neg()?, paid.mul_ratio_ceil(buyer_rate)?)?;
         let sell = self.trade_leg(si, m, f.size.checked_neg()?, received, paid.mul_ratio_ceil(seller_rate)?)?;
-        let long_change = |l: &Leg| l.after.size.max(Size::ZERO).checked_sub(l.before.size.max(Size::ZERO));
+        let long_change = |l: &Leg| l.patch.position.size.max(Size::ZERO).checked_sub(l.before.size.max(Size::ZERO));
         let open_interest = market.open_interest.checked_add(long_change(&buy)?)?.checked_add(long_change(&sell)?)?;
         let rounding = paid.checked_sub(received)?;
         let fee_pool = self.fee_pool.checked_add(buy.fee)?.checked_add(sell.fee)?.checked_add(rounding)?;
         let funding_pool = market.funding_pool.checked_add(buy.funding_paid)?.checked_add(sell.funding_paid)?;
-        let mut feed = market.feed.clone();
-        feed.on_trade(&market.params.oracle, f.price, ts)?;
 
         // Margin checks see the open interest after the fill (it scales initial margin); the
-        // value is restored if either side is rejected.
+        // value is restored if the fill is rejected. The trade price feeds the mark last: the
+        // update is atomic, so a failure there also leaves the feed as it was.
         let old_open_interest = std::mem::replace(&mut self.markets[m as usize].open_interest, open_interest);
-        let checked = self.check_leg(&f.buyer, bi, &buy, ts).and_then(|_| self.check_leg(&f.seller, si, &sell, ts));
-        if let Err(e) = checked {
-            self.markets[m as usize].open_interest = old_open_interest;
+        let checked = self.check_leg(&f.buyer, &buy, ts).and_then(|_| self.check_leg(&f.seller, &sell, ts));
+        let market = &mut self.markets[m as usize];
+        let accepted = checked.and_then(|_| Ok(market.feed.on_trade(&market.params.oracle, f.price, ts)?));
+        if let Err(e) = accepted {
+            market.open_interest = old_open_interest;
             return Err(e);
         }
         // Commit.
-        let market = &mut self.markets[m as usize];
         market.funding_pool = funding_pool;
-        market.feed = feed;
         self.fee_pool = fee_pool;
         let market_id = market.id.clone();
         for (i, leg) in [(bi, &buy), (si, &sell)] {
@@ -561,39 +568,40 @@ impl Engine {
             rounding,
             buyer_fee: buy.fee,
             seller_fee: sell.fee,
-            buyer_position: buy.after.size,
-            seller_position: sell.after.size,
+            buyer_position: buy.patch.position.size,
+            seller_position: sell.patch.position.size,
             buyer_realized_pnl: buy.realized,
             seller_realized_pnl: sell.realized,
         });
-        self.accounts[bi as usize] = buy.account;
-        self.accounts[si as usize] = sell.account;
+        self.commit_leg(&buy);
+        self.commit_leg(&sell);
         Ok(())
     }
 
-    /// One side of a fill on a copy of the account: settle funding, trade, realize, pay the fee.
+    /// One side of a fill: settle funding, trade, realize, pay the fee.
     fn trade_leg(&self, i: u32, m: u32, delta: Size, cash: Quote, fee: Quote) -> Result<Leg, Reject> {
-        let mut account = self.accounts[i as usize].clone();
+        let account = &self.accounts[i as usize];
         let bucket = account.bucket_for(m);
         let mut before = account.position(bucket, m);
         let index = self.markets[m as usize].funding_index;
         let funding_paid = before.funding_owed(index)?;
         before.funding_index = index;
         let (after, realized) = before.trade(delta, cash)?;
-        let cash_change = realized.checked_sub(funding_paid)?.checked_sub(fee)?;
-        account.add_cash(bucket, cash_change)?;
-        account.set_position(bucket, m, after);
-        Ok(Leg { account, bucket, before, after, realized, funding_paid, fee })
+        let cash_delta = realized.checked_sub(funding_paid)?.checked_sub(fee)?;
+        let cash_after = account.cash(bucket).checked_add(cash_delta)?;
+        let patch = Patch { market: m, position: after, cash_delta };
+        Ok(Leg { account: i, bucket, before, patch, cash_after, realized, funding_paid, fee })
     }
 
-    fn check_leg(&self, id: &str, i: u32, leg: &Leg, ts: u64) -> Result<(), Reject> {
+    fn check_leg(&self, id: &str, leg: &Leg, ts: u64) -> Result<(), Reject> {
+        let account = &self.accounts[leg.account as usize];
         // New risk is priced with every market of the bucket, so all of them need a price
         // valid for risk-increasing actions (Drift's margin-calculation rule).
-        let increases = leg.before.increases_risk(&leg.after);
+        let increases = leg.before.increases_risk(&leg.patch.position);
         if increases {
-            check_oracles(&leg.account, leg.bucket, &self.markets, ts, Action::IncreaseRisk)?;
+            check_oracles(account, leg.bucket, Some(&leg.patch), &self.markets, ts, Action::IncreaseRisk)?;
         }
-        let after = self.health_of(&leg.account, leg.bucket, ts)?;
+        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)?;
         if after.meets_initial() {
             return Ok(());
         }
@@ -606,12 +614,19 @@ impl Engine {
                 where_,
             });
         }
-        let before = self.health_of(&self.accounts[i as usize], leg.bucket, ts)?;
+        let before = self.health_of(account, leg.bucket, ts)?;
         if after.no_riskier_than(&before) {
             Ok(())
         } else {
             Err(Reject::NotRiskReducing { account: id.to_string(), where_ })
         }
+    }
+
+    /// Write a checked leg into its account.
+    fn commit_leg(&mut self, leg: &Leg) {
+        let account = &mut self.accounts[leg.account as usize];
+        account.set_cash(leg.bucket, leg.cash_after);
+        account.set_position(leg.bucket, leg.patch.market, leg.patch.position);
     }
 
     /// One funding period: the index moves by `rate × oracle price`; positions settle lazily.
@@ -664,6 +679,19 @@ fn usdc_amount(amount: Size) -> Result<Quote, Reject> {
     Quote::from_amount(amount).map_err(|reason| Reject::InvalidNumber { field: "amount", reason })
 }
 
+/// A price must be positive and at most [`Price::MAX_SUPPORTED`].
+fn price_in_range(price: Price) -> Result<(), Reject> {
+    positive("price", price)?;
+    if price > Price::MAX_SUPPORTED {
+        return Err(Reject::PriceOutOfRange {
+            field: "price",
+            value: price.to_string(),
+            max: Price::MAX_SUPPORTED.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn insufficient(asset: &str, available: impl std::fmt::Display, requested: impl std::fmt::Display) -> Reject {
     Reject::InsufficientBalance {
         asset: asset.to_string(),
@@ -679,6 +707,33 @@ fn valid_id(id: &str) -> Result<(), Reject> {
         Ok(())
     } else {
         Err(Reject::InvalidId(id.to_string()))
+    }
+}
+
+/// The hasher of the id lookup map: a multiply-rotate hash over 8-byte words (the Fx hash of
+/// the Rust compiler), several times faster than SipHash on short ids. The map is only looked
+/// up, never iterated, so its order cannot reach an output; ids come from the venue, not from
+/// anonymous users, so hash flooding is not a concern.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

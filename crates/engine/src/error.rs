@@ -54,6 +54,8 @@ pub enum Reject {
     InvalidId(String),
     #[error("{field} must be positive, got {value}")]
     NotPositive { field: &'static str, value: String },
+    #[error("{field} {value} is above the largest supported price {max}")]
+    PriceOutOfRange { field: &'static str, value: String, max: String },
     #[error("self-trade: buyer and seller are both '{0}'")]
     SelfTrade(String),
     #[error("invalid parameters: {0}")]

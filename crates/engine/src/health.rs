@@ -82,8 +82,8 @@ pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Re
 }
 
 fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<PositionRisk> {
-    let value = pos.unrealized_pnl(mark)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
-    let notional = pos.size.notional(mark, Round::Ceil)?;
+    let (size_value, notional) = pos.size.value_floor_and_notional_ceil(mark)?;
+    let value = size_value.checked_add(pos.quote)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
     let mut maintenance = market.tiers.maintenance(notional)?;
     let mut initial = market.tiers.initial(notional)?;
     if let Some(vol) = &market.params.volatility_margin {
@@ -99,6 +99,44 @@ fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<P
     Ok(PositionRisk { mark, value, notional, initial, liquidation_end, maintenance })
 }
 
+/// A change being checked before it is applied: one position of the bucket replaced, and the
+/// bucket's cash moved. Lets a command judge its outcome without copying the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch {
+    pub market: u32,
+    pub position: Position,
+    pub cash_delta: Quote,
+}
+
+/// The open positions of `bucket`, with `patch` applied when given.
+pub fn bucket_positions<'a>(
+    account: &'a Account,
+    bucket: Bucket,
+    patch: Option<&'a Patch>,
+) -> impl Iterator<Item = (u32, Position)> + 'a {
+    let cross = match bucket {
+        Bucket::Cross => account.cross.as_slice(),
+        Bucket::Isolated(_) => &[],
+    };
+    let isolated = match bucket {
+        Bucket::Isolated(m) => account.isolated(m).map(|i| (m, i.position)),
+        Bucket::Cross => None,
+    };
+    let listed = cross.iter().copied().chain(isolated);
+    let present = |pt: &Patch| match bucket {
+        Bucket::Cross => account.cross_position(pt.market).is_some(),
+        Bucket::Isolated(m) => m == pt.market,
+    };
+    let added = patch.filter(|pt| !present(pt)).map(|pt| (pt.market, pt.position));
+    listed
+        .map(move |(m, pos)| match patch {
+            Some(pt) if pt.market == m => (m, pt.position),
+            _ => (m, pos),
+        })
+        .chain(added)
+        .filter(|(_, pos)| !pos.size.is_zero())
+}
+
 /// Health of `bucket` of `account`.
 pub fn bucket_health(
     account: &Account,
@@ -107,29 +145,30 @@ pub fn bucket_health(
     assets: &[Asset],
     now: u64,
 ) -> Result<Health, Reject> {
-    let cash = account.cash(bucket);
+    bucket_health_with(account, bucket, None, markets, assets, now)
+}
+
+/// Health of `bucket` of `account` as it would be with `patch` applied.
+pub fn bucket_health_with(
+    account: &Account,
+    bucket: Bucket,
+    patch: Option<&Patch>,
+    markets: &[Market],
+    assets: &[Asset],
+    now: u64,
+) -> Result<Health, Reject> {
+    let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
-    let mut add_position = |m: u32, pos: &Position| -> Result<(), Reject> {
-        let r = position_risk(&markets[m as usize], pos)?;
+    for (m, pos) in bucket_positions(account, bucket, patch) {
+        let r = position_risk(&markets[m as usize], &pos)?;
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
         h.initial = h.initial.checked_add(r.initial)?;
         h.liquidation_end = h.liquidation_end.checked_add(r.liquidation_end)?;
         h.maintenance = h.maintenance.checked_add(r.maintenance)?;
-        Ok(())
-    };
-    match bucket {
-        Bucket::Cross => {
-            for (m, pos) in &account.cross {
-                add_position(*m, pos)?;
-            }
-        }
-        Bucket::Isolated(m) => {
-            if let Some(iso) = account.isolated(m) {
-                add_position(m, &iso.position)?;
-            }
-            return Ok(h);
-        }
+    }
+    if bucket != Bucket::Cross {
+        return Ok(h);
     }
     for (a, amount) in &account.collateral {
         let asset = &assets[*a as usize];
@@ -143,23 +182,17 @@ pub fn bucket_health(
     Ok(h)
 }
 
-/// The positions of `bucket`, by market.
-pub fn bucket_positions(account: &Account, bucket: Bucket) -> Vec<(u32, Position)> {
-    match bucket {
-        Bucket::Cross => account.cross.clone(),
-        Bucket::Isolated(m) => account.isolated(m).map(|i| vec![(m, i.position)]).unwrap_or_default(),
-    }
-}
-
-/// Check that every market with a position in `bucket` has an oracle valid for `action`.
+/// Check that every market with a position in `bucket` (with `patch` applied) has an oracle
+/// valid for `action`.
 pub fn check_oracles(
     account: &Account,
     bucket: Bucket,
+    patch: Option<&Patch>,
     markets: &[Market],
     now: u64,
     action: Action,
 ) -> Result<(), Reject> {
-    for (m, _) in bucket_positions(account, bucket) {
+    for (m, _) in bucket_positions(account, bucket, patch) {
         check_oracle(&markets[m as usize], now, action)?;
     }
     Ok(())

@@ -177,7 +177,7 @@ impl TierTable {
 
     /// Initial requirement: `notional × rate(tier) − deduction(tier)`; see [`TierTable::maintenance`].
     pub fn initial(&self, notional: Quote) -> Result<Quote, NumError> {
-        max_of_pieces(notional, self.rows.iter().map(|r| (r.initial_margin, r.initial_deduction)))
+        self.requirement(notional, |r| (r.initial_margin, r.initial_deduction))
     }
 
     /// Maintenance requirement: `notional × rate(tier) − deduction(tier)`, the tier being the
@@ -191,7 +191,39 @@ impl TierTable {
     /// only difference from a plain tier lookup comes from the deductions' round-down: the max
     /// may exceed it by a micro-unit per row, never fall below it. `notional` must be ≥ 0.
     pub fn maintenance(&self, notional: Quote) -> Result<Quote, NumError> {
-        max_of_pieces(notional, self.maintenance_pieces())
+        self.requirement(notional, |r| (r.maintenance_margin, r.maintenance_deduction))
+    }
+
+    /// `max_i (⌈notional × rate_i⌉ − deduction_i)` over the rows' pieces, evaluating only the
+    /// pieces that can attain the max.
+    ///
+    /// Why that is exact: deductions are built as `c_i = c_{i−1} + ⌊f_i·Δr_i⌋`. For a row at or
+    /// below the active tier t (floor ≤ notional n), `⌈n·r_i⌉ ≥ ⌈n·r_{i−1}⌉ + ⌊n·Δr_i⌋` and
+    /// `⌊n·Δr_i⌋ ≥ ⌊f_i·Δr_i⌋`, so every piece below t is at most piece t. Above t (n < f_i),
+    /// piece i exceeds piece i−1 only if `⌈n·Δr_i⌉ > ⌊f_i·Δr_i⌋`, which needs
+    /// `(f_i − n)·Δr_i < 1` micro-unit; a row that is not that close is at most its
+    /// predecessor, so the max is attained at t or at one of those close rows. Checking
+    /// closeness costs one multiplication, no division.
+    fn requirement(&self, notional: Quote, piece_of: impl Fn(&TierRow) -> (Ratio, Quote)) -> Result<Quote, NumError> {
+        if notional.is_negative() {
+            return Err(out_of_range("notional", notional));
+        }
+        let piece = |row: &TierRow| -> NumResult<Quote> {
+            let (rate, deduction) = piece_of(row);
+            notional.mul_ratio_ceil(rate)?.checked_sub(deduction)
+        };
+        // Row 0 has floor 0 ≤ notional, so the active tier exists.
+        let active = self.rows.partition_point(|r| r.floor <= notional) - 1;
+        let mut best = Quote::ZERO.max(piece(&self.rows[active])?);
+        for pair in self.rows[active..].windows(2) {
+            let gap = pair[1].floor.raw() - notional.raw();
+            let step = i128::from(piece_of(&pair[1]).0.raw() - piece_of(&pair[0]).0.raw());
+            // Units: micro-quote × 1e-8 ratio; one micro-unit of quote is 1e8 here.
+            if gap.checked_mul(step).is_none_or(|p| p < i128::from(Ratio::ONE_RAW)) {
+                best = best.max(piece(&pair[1])?);
+            }
+        }
+        Ok(best)
     }
 
     /// The linear pieces (rate, deduction) of the maintenance requirement; because rates are
@@ -223,6 +255,7 @@ fn check_row(
 }
 
 /// `max_i (ceil(notional × rate_i) − deduction_i)`.
+#[cfg(test)]
 fn max_of_pieces(notional: Quote, pieces: impl Iterator<Item = (Ratio, Quote)>) -> NumResult<Quote> {
     if notional.is_negative() {
         return Err(out_of_range("notional", notional));
@@ -738,6 +771,44 @@ mod tests {
         assert_eq!(serde_json::from_str::<TierTable>(&json).unwrap(), t);
         let tampered = json.replacen("\"50\"", "\"51\"", 1);
         assert!(serde_json::from_str::<TierTable>(&tampered).is_err());
+    }
+
+    proptest::proptest! {
+        /// The requirement evaluates only the pieces that can attain the max; it must equal the
+        /// max over every piece, in particular just below each floor where rounding matters.
+        #[test]
+        fn requirement_equals_the_max_over_every_piece(
+            base in 1i64..5_000_000,
+            steps in proptest::collection::vec((1i128..100_000_000_000, 0i64..3_000_000, 0i64..30), 0..8),
+            offsets in proptest::collection::vec(-5i128..5, 1..4),
+            far in 0i128..1_000_000_000_000_000,
+        ) {
+            // Rates grow by tiny or large steps, so near-floor rounding is exercised.
+            let (mut floor, mut init, mut maint) = (0i128, base * 2, base);
+            let mut extra = Vec::new();
+            for (gap, d_init, d_maint) in steps {
+                floor += gap;
+                init = (init + d_init).min(Ratio::ONE_RAW);
+                maint = (maint + d_maint).min(init).min(Ratio::ONE_RAW - 1);
+                extra.push(Tier {
+                    notional_floor: Quote::from_raw(floor),
+                    initial_margin: Ratio::from_raw(init),
+                    maintenance_margin: Ratio::from_raw(maint),
+                });
+            }
+            let t = TierTable::new(Ratio::from_raw(base * 2), Ratio::from_raw(base), &extra).unwrap();
+            let mut notionals = vec![Quote::from_raw(far), Quote::ZERO];
+            for row in t.rows() {
+                for o in &offsets {
+                    notionals.push(Quote::from_raw((row.floor.raw() + o).max(0)));
+                }
+            }
+            for n in notionals {
+                let init_pieces = t.rows().iter().map(|r| (r.initial_margin, r.initial_deduction));
+                proptest::prop_assert_eq!(t.initial(n).unwrap(), max_of_pieces(n, init_pieces).unwrap());
+                proptest::prop_assert_eq!(t.maintenance(n).unwrap(), max_of_pieces(n, t.maintenance_pieces()).unwrap());
+            }
+        }
     }
 
     #[test]

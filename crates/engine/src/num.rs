@@ -51,46 +51,147 @@ pub enum Round {
 }
 
 /// `a × b / d` rounded as asked, with a 256-bit intermediate when `a × b` overflows `i128`.
+#[inline]
 pub fn mul_div(a: i128, b: i128, d: i128, round: Round) -> NumResult<i128> {
-    if d == 0 {
-        return Err(NumError::DivisionByZero);
-    }
-    match a.checked_mul(b) {
-        Some(p) => div_round(p, d, round),
-        None => {
-            let p = I256::from(a) * I256::from(b);
-            let dd = I256::from(d);
-            let q = p / dd;
-            let r = p % dd;
-            // Truncation went toward zero; step once in the asked direction if inexact.
-            let negative = (r < 0) != (dd < 0);
-            let q = match (r == 0, round, negative) {
-                (true, _, _) => q,
-                (false, Round::Floor, true) => q - 1,
-                (false, Round::Ceil, false) => q + 1,
-                _ => q,
-            };
-            i128::try_from(q).map_err(|_| NumError::Overflow)
-        }
-    }
+    let (q, exact) = mul_div_floor_exact(a, b, d)?;
+    ceil_if(q, exact, round)
 }
 
 /// `n / d` rounded as asked.
+#[inline]
 pub fn div_round(n: i128, d: i128, round: Round) -> NumResult<i128> {
+    let (q, exact) = div_floor_exact(n, d)?;
+    ceil_if(q, exact, round)
+}
+
+#[inline]
+fn ceil_if(floor: i128, exact: bool, round: Round) -> NumResult<i128> {
+    match round {
+        Round::Ceil if !exact => floor.checked_add(1).ok_or(NumError::Overflow),
+        _ => Ok(floor),
+    }
+}
+
+/// `⌊a × b / d⌋` and whether the division was exact: the core of every rescaling, so the
+/// caller can take both the floor and the ceiling from one division.
+///
+/// Hot path of every margin computation, so it avoids the slow general cases: operands that fit
+/// in `i64` multiply with one widening multiply (no overflow check needed), products that fit
+/// in `i64` divide with the 64-bit instruction, and the remainder comes from the quotient
+/// rather than a second division. Products beyond `i128` use 256 bits.
+#[inline]
+pub fn mul_div_floor_exact(a: i128, b: i128, d: i128) -> NumResult<(i128, bool)> {
+    let product = match (i64::try_from(a), i64::try_from(b)) {
+        // |a·b| ≤ 2^126: always representable.
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    };
+    match product {
+        Some(p) => div_floor_exact(p, d),
+        None => mul_div_wide(a, b, d),
+    }
+}
+
+/// `⌊a × b / 10^k⌋` and whether it was exact: [`mul_div_floor_exact`] specialised for the
+/// power-of-ten rescalings of this module, which divide by constants (see [`div_pow10_floor_exact`]).
+#[inline]
+pub fn mul_pow10_floor_exact(a: i128, b: i128, k: u32) -> NumResult<(i128, bool)> {
+    let product = match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    };
+    match product {
+        Some(p) => Ok(div_pow10_floor_exact(p, k)),
+        None => mul_div_wide(a, b, pow10(k)),
+    }
+}
+
+/// `⌊n / 10^k⌋` and whether it was exact, without the 128-bit division routine for the scales
+/// used here (k = 8, 10, 18): `10^k = 2^k · 5^k`, so shift by k, then divide the magnitude by
+/// factors of `5^k` below 2^32 on 32-bit limbs with 64-bit arithmetic, where the constant
+/// divisors compile to multiplications. Nested floors compose: `⌊⌊n/a⌋/b⌋ = ⌊n/(ab)⌋`.
+#[inline]
+pub fn div_pow10_floor_exact(n: i128, k: u32) -> (i128, bool) {
+    let (shifted, low_bits_zero) = match k {
+        8 | 10 | 18 => (n >> k, n & ((1 << k) - 1) == 0),
+        _ => return div_floor_exact(n, pow10(k)).expect("10^k is a non-zero divisor"),
+    };
+    let (q, exact) = match k {
+        8 => floor_div_small::<390_625>(shifted),
+        10 => floor_div_small::<9_765_625>(shifted),
+        _ => {
+            let (q, e1) = floor_div_small::<1_953_125>(shifted);
+            let (q, e2) = floor_div_small::<1_953_125>(q);
+            (q, e1 && e2)
+        }
+    };
+    (q, exact && low_bits_zero)
+}
+
+/// `⌊n / M⌋` and exactness for a constant `0 < M < 2^32`.
+#[inline(always)]
+fn floor_div_small<const M: u64>(n: i128) -> (i128, bool) {
+    let (q, r) = udiv_small::<M>(n.unsigned_abs());
+    // q ≤ |n| / M < 2^127, so the casts and the step below stay in range.
+    let q = q as i128;
+    match (n < 0, r == 0) {
+        (false, _) => (q, r == 0),
+        (true, true) => (-q, true),
+        (true, false) => (-q - 1, false),
+    }
+}
+
+/// Long division of a `u128` by a constant `M < 2^32`, three 64-bit steps of 64, 32 and 32 bits
+/// (one step when the dividend fits in 64 bits, the common case).
+#[inline(always)]
+fn udiv_small<const M: u64>(n: u128) -> (u128, u64) {
+    if let Ok(small) = u64::try_from(n) {
+        return (u128::from(small / M), small % M);
+    }
+    let (hi, lo) = ((n >> 64) as u64, n as u64);
+    let (q_hi, r) = (hi / M, hi % M);
+    let mid = (r << 32) | (lo >> 32);
+    let (q_mid, r) = (mid / M, mid % M);
+    let low = (r << 32) | (lo & 0xffff_ffff);
+    let (q_low, r) = (low / M, low % M);
+    ((u128::from(q_hi) << 64) | (u128::from(q_mid) << 32) | u128::from(q_low), r)
+}
+
+#[cold]
+fn mul_div_wide(a: i128, b: i128, d: i128) -> NumResult<(i128, bool)> {
     if d == 0 {
         return Err(NumError::DivisionByZero);
     }
+    let p = I256::from(a) * I256::from(b);
+    let dd = I256::from(d);
+    let mut q = p / dd;
+    let r = p - q * dd;
+    if r != 0 && ((r < 0) != (dd < 0)) {
+        q -= 1;
+    }
+    Ok((i128::try_from(q).map_err(|_| NumError::Overflow)?, r == 0))
+}
+
+/// `⌊n / d⌋` and whether the division was exact.
+#[inline]
+pub fn div_floor_exact(n: i128, d: i128) -> NumResult<(i128, bool)> {
+    if d == 0 {
+        return Err(NumError::DivisionByZero);
+    }
+    if let (Ok(n64), Ok(d64)) = (i64::try_from(n), i64::try_from(d)) {
+        if let Some(q) = n64.checked_div(d64) {
+            let r = n64 - q * d64;
+            // |q| ≤ |n| < 2^63, so the step down stays inside i128.
+            let q = i128::from(q) - i128::from(r != 0 && ((r < 0) != (d64 < 0)));
+            return Ok((q, r == 0));
+        }
+    }
     let q = n.checked_div(d).ok_or(NumError::Overflow)?;
-    let r = n.checked_rem(d).ok_or(NumError::Overflow)?;
-    if r == 0 {
-        return Ok(q);
+    let r = n - q * d;
+    if r != 0 && ((r < 0) != (d < 0)) {
+        return Ok((q.checked_sub(1).ok_or(NumError::Overflow)?, false));
     }
-    let negative = (r < 0) != (d < 0);
-    match (round, negative) {
-        (Round::Floor, true) => q.checked_sub(1).ok_or(NumError::Overflow),
-        (Round::Ceil, false) => q.checked_add(1).ok_or(NumError::Overflow),
-        _ => Ok(q),
-    }
+    Ok((q, r == 0))
 }
 
 /// Integer square root (floor) of a non-negative `u128`, by Newton's method.
@@ -247,7 +348,8 @@ macro_rules! fixed_type {
                 self.mul_ratio(r, Round::Ceil)
             }
             fn mul_ratio(self, r: Ratio, round: Round) -> NumResult<Self> {
-                let v = mul_div(i128::from(self.0), i128::from(r.raw()), i128::from(Ratio::ONE_RAW), round)?;
+                let (q, exact) = mul_pow10_floor_exact(i128::from(self.0), i128::from(r.raw()), Ratio::DECIMALS)?;
+                let v = ceil_if(q, exact, round)?;
                 <$inner>::try_from(v).map(Self).map_err(|_| NumError::Overflow)
             }
             /// Parse a plain decimal string; see [`parse_scaled`].
@@ -322,19 +424,37 @@ fixed_type!(
     FundingIndex, i128, 16
 );
 
-/// Scale from a price × size product (16 decimals) down to quote (6 decimals).
-const NOTIONAL_TO_QUOTE: i128 = pow10(Price::DECIMALS + Size::DECIMALS - Quote::DECIMALS);
+/// Decimals dropped from a price × size product (16 decimals) to quote (6 decimals).
+const NOTIONAL_DECIMALS: u32 = Price::DECIMALS + Size::DECIMALS - Quote::DECIMALS;
+const NOTIONAL_TO_QUOTE: i128 = pow10(NOTIONAL_DECIMALS);
 
 impl Size {
     /// `|size| × price` in quote, rounded as asked. Always non-negative.
     pub fn notional(self, price: Price, round: Round) -> NumResult<Quote> {
-        let n =
-            mul_div(self.0.checked_abs().ok_or(NumError::Overflow)?, i128::from(price.0), NOTIONAL_TO_QUOTE, round)?;
-        Ok(Quote(n))
+        let abs = self.0.checked_abs().ok_or(NumError::Overflow)?;
+        let (q, exact) = mul_pow10_floor_exact(abs, i128::from(price.0), NOTIONAL_DECIMALS)?;
+        Ok(Quote(ceil_if(q, exact, round)?))
     }
     /// Signed `size × price` in quote (a position's value at that price), rounded as asked.
     pub fn value_at(self, price: Price, round: Round) -> NumResult<Quote> {
-        Ok(Quote(mul_div(self.0, i128::from(price.0), NOTIONAL_TO_QUOTE, round)?))
+        let (q, exact) = mul_pow10_floor_exact(self.0, i128::from(price.0), NOTIONAL_DECIMALS)?;
+        Ok(Quote(ceil_if(q, exact, round)?))
+    }
+    /// The signed value `size × price` rounded down and the notional `|size| × price` rounded
+    /// up, from one division (what a margin computation needs for every position).
+    #[inline]
+    pub fn value_floor_and_notional_ceil(self, price: Price) -> NumResult<(Quote, Quote)> {
+        let (q, exact) = mul_pow10_floor_exact(self.0, i128::from(price.0), NOTIONAL_DECIMALS)?;
+        // ⌈|v|⌉ is ⌈v⌉ for a long and −⌊v⌋ for a short.
+        let notional = if self.0 >= 0 { q + i128::from(!exact) } else { q.checked_neg().ok_or(NumError::Overflow)? };
+        Ok((Quote(q), Quote(notional)))
+    }
+    /// `|size| × price` rounded down and rounded up, from one division (what a fill moves).
+    #[inline]
+    pub fn notional_floor_and_ceil(self, price: Price) -> NumResult<(Quote, Quote)> {
+        let abs = self.0.checked_abs().ok_or(NumError::Overflow)?;
+        let (q, exact) = mul_pow10_floor_exact(abs, i128::from(price.0), NOTIONAL_DECIMALS)?;
+        Ok((Quote(q), Quote(q + i128::from(!exact))))
     }
     /// `self × num / den` with `num` and `den` sizes (a pro-rata share), rounded as asked.
     pub fn mul_div(self, num: Size, den: Size, round: Round) -> NumResult<Size> {
@@ -382,6 +502,12 @@ impl Quote {
 }
 
 impl Price {
+    /// The largest price a command may carry: 1e9, a hundred times the documented range
+    /// (DESIGN §3: prices up to 1e7), and far enough below `i64::MAX / 1e8` (9.2e10) that a
+    /// rounded-up entry price (`|cost| / size`, at most 1e-6 / 1e-8 = 100 above the price) and
+    /// the mark's band always fit.
+    pub const MAX_SUPPORTED: Price = Price(1_000_000_000 * Price::ONE_RAW);
+
     /// `self × r`, rounded as asked.
     pub fn scale(self, r: Ratio, round: Round) -> NumResult<Price> {
         self.mul_ratio(r, round)
@@ -418,8 +544,9 @@ impl FundingIndex {
     /// What a position of `size` owes for an index move of `self` (positive = the position
     /// pays), rounded as asked: `size × Δindex`.
     pub fn owed_by(self, size: Size, round: Round) -> NumResult<Quote> {
-        const TO_QUOTE: i128 = pow10(Size::DECIMALS + FundingIndex::DECIMALS - Quote::DECIMALS);
-        Ok(Quote(mul_div(size.0, self.0, TO_QUOTE, round)?))
+        const TO_QUOTE: u32 = Size::DECIMALS + FundingIndex::DECIMALS - Quote::DECIMALS;
+        let (q, exact) = mul_pow10_floor_exact(size.0, self.0, TO_QUOTE)?;
+        Ok(Quote(ceil_if(q, exact, round)?))
     }
 }
 
@@ -562,6 +689,53 @@ mod tests {
                 match round {
                     Round::Floor => assert!(back <= exact && back + I256::from(d) > exact),
                     Round::Ceil => assert!(back >= exact && back - I256::from(d) < exact),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_division_gives_both_roundings() {
+        let p = Price::parse("12345.67891234").unwrap();
+        for size in ["0.00000003", "-0.00000003", "2", "-2", "0"] {
+            let s = Size::parse(size).unwrap();
+            let (value, notional) = s.value_floor_and_notional_ceil(p).unwrap();
+            assert_eq!(value, s.value_at(p, Round::Floor).unwrap(), "{size}");
+            assert_eq!(notional, s.notional(p, Round::Ceil).unwrap(), "{size}");
+            let (lo, hi) = s.notional_floor_and_ceil(p).unwrap();
+            assert_eq!((lo, hi), (s.notional(p, Round::Floor).unwrap(), s.notional(p, Round::Ceil).unwrap()));
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Power-of-ten division by shifts and constant limbs agrees with plain division.
+        #[test]
+        fn pow10_division_matches_plain_division(n in any::<i128>(), k in prop_oneof![Just(8u32), Just(10), Just(18), 1u32..20]) {
+            prop_assert_eq!(div_pow10_floor_exact(n, k), div_floor_exact(n, pow10(k)).unwrap());
+        }
+
+        /// The fast paths agree with a 256-bit reference on every sign and magnitude.
+        #[test]
+        fn mul_div_matches_a_wide_reference(
+            a in prop_oneof![any::<i64>().prop_map(i128::from), any::<i128>()],
+            b in prop_oneof![any::<i64>().prop_map(i128::from), -1_000_000_000i128..1_000_000_000],
+            d in prop_oneof![1i128..100_000, -100_000i128..-1, any::<i64>().prop_map(i128::from)],
+        ) {
+            prop_assume!(d != 0);
+            let exact = I256::from(a) * I256::from(b);
+            let dd = I256::from(d);
+            let mut floor = exact / dd;
+            if exact % dd != 0 && ((exact % dd < 0) != (dd < 0)) {
+                floor -= 1;
+            }
+            let ceil = if floor * dd == exact { floor } else { floor + 1 };
+            for (round, want) in [(Round::Floor, floor), (Round::Ceil, ceil)] {
+                match (mul_div(a, b, d, round), i128::try_from(want)) {
+                    (Ok(got), Ok(want)) => prop_assert_eq!(got, want),
+                    (Err(_), Err(_)) => {}
+                    (got, want) => prop_assert!(false, "{a}×{b}/{d} {round:?}: {got:?} vs {want:?}"),
                 }
             }
         }

@@ -429,7 +429,7 @@ fn overflow_is_a_rejection_not_a_wrap() {
     let mut s = Story::with_market(BTC, "0.1", "0.05", "100");
     s.deposit(0, "alice", "1000");
     s.deposit(0, "bob", "1000");
-    let e = s.rejects(&Story::fill_line(1, BTC, "alice", "bob", "1000000000000000000000000000", "90000000000"));
+    let e = s.rejects(&Story::fill_line(1, BTC, "alice", "bob", "1000000000000000000000000000", "1000000000"));
     assert!(matches!(e, Reject::Math(_)), "{e}");
 }
 
