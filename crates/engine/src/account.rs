@@ -8,6 +8,12 @@
 
 use crate::num::{FundingIndex, NumError, NumResult, Price, Quote, Round, Size};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+/// Entries of an account's lists, kept sorted by index. The first ones are stored inline in the
+/// account (most accounts hold one or two positions), so a fill touches no further memory;
+/// serialized exactly like a `Vec`.
+pub type Entries<T, const N: usize> = SmallVec<[(u32, T); N]>;
 
 /// Index of a market or asset in the engine's tables.
 pub type MarketIdx = u32;
@@ -106,7 +112,7 @@ pub struct Account {
     /// Other collateral, by asset, never negative.
     pub collateral: Vec<(AssetIdx, Size)>,
     /// Cross positions, by market.
-    pub cross: Vec<(MarketIdx, Position)>,
+    pub cross: Entries<Position, 2>,
     /// Isolated positions, by market.
     pub isolated: Vec<(MarketIdx, Isolated)>,
 }
@@ -223,24 +229,51 @@ fn find_mut<T>(v: &mut [(u32, T)], k: u32) -> Option<&mut T> {
     v.binary_search_by_key(&k, |e| e.0).ok().map(|i| &mut v[i].1)
 }
 
-fn find_or_insert<T: Default>(v: &mut Vec<(u32, T)>, k: u32) -> &mut T {
+fn find_or_insert<T: Default, V: Sorted<T>>(v: &mut V, k: u32) -> &mut T {
     let i = match v.binary_search_by_key(&k, |e| e.0) {
         Ok(i) => i,
         Err(i) => {
-            v.insert(i, (k, T::default()));
+            v.insert_at(i, (k, T::default()));
             i
         }
     };
     &mut v[i].1
 }
 
-fn upsert<T: Default>(v: &mut Vec<(u32, T)>, k: u32, value: T) {
+fn upsert<T: Default, V: Sorted<T>>(v: &mut V, k: u32, value: T) {
     *find_or_insert(v, k) = value;
 }
 
-fn remove<T>(v: &mut Vec<(u32, T)>, k: u32) {
+/// The sorted-by-index lists of an account (a `Vec` or an inline `SmallVec`).
+trait Sorted<T>: std::ops::DerefMut<Target = [(u32, T)]> {
+    fn insert_at(&mut self, i: usize, entry: (u32, T));
+    fn remove_at(&mut self, i: usize);
+}
+
+impl<T> Sorted<T> for Vec<(u32, T)> {
+    fn insert_at(&mut self, i: usize, entry: (u32, T)) {
+        self.insert(i, entry);
+    }
+    fn remove_at(&mut self, i: usize) {
+        self.remove(i);
+    }
+}
+
+impl<T, const N: usize> Sorted<T> for Entries<T, N>
+where
+    [(u32, T); N]: smallvec::Array<Item = (u32, T)>,
+{
+    fn insert_at(&mut self, i: usize, entry: (u32, T)) {
+        self.insert(i, entry);
+    }
+    fn remove_at(&mut self, i: usize) {
+        self.remove(i);
+    }
+}
+
+fn remove<T, V: Sorted<T>>(v: &mut V, k: u32) {
     if let Ok(i) = v.binary_search_by_key(&k, |e| e.0) {
-        v.remove(i);
+        v.remove_at(i);
     }
 }
 
