@@ -29,6 +29,18 @@ impl Story {
         s
     }
 
+    /// `long` and `short` each open 1 unit at `price` against a market maker, with `margin` of
+    /// isolated collateral: the setting of the published liquidation-price examples.
+    pub fn isolated_long_and_short(market: &str, initial: &str, maintenance: &str, price: &str, margin: &str) -> Self {
+        let mut s = Story::with_market(market, initial, maintenance, price);
+        s.deposit_isolated(0, "long", margin, market);
+        s.deposit_isolated(0, "short", margin, market);
+        s.deposit(0, "mm", "1000000");
+        s.fill(1, market, "long", "mm", "1", price);
+        s.fill(1, market, "mm", "short", "1", price);
+        s
+    }
+
     /// Apply a command line; panics with the reason if it is rejected.
     pub fn ok(&mut self, line: &str) -> Vec<Event> {
         match self.try_line(line) {

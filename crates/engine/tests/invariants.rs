@@ -706,26 +706,31 @@ fn asset_params() -> BoxedStrategy<AssetParams> {
 
 // ---- command generators --------------------------------------------------------------------
 
-fn create_market(s: &Model) -> BoxedStrategy<Step> {
-    let fresh: Vec<String> =
-        MARKET_NAMES.iter().filter(|n| !s.markets.iter().any(|m| m.id == **n)).map(|n| n.to_string()).collect();
-    let mut names = vec![(2, select(strings(&MARKET_NAMES)).boxed()), (1, select(strings(&["BAD PERP", ""])).boxed())];
+/// Names for a new listing: mostly ones not taken yet, sometimes taken or invalid ones.
+fn listing_name(
+    all: &[&str],
+    taken: impl Fn(&str) -> bool,
+    bad: &[&str],
+    fresh_weight: u32,
+) -> Union<BoxedStrategy<String>> {
+    let fresh: Vec<String> = all.iter().filter(|n| !taken(n)).map(|n| n.to_string()).collect();
+    let mut names = vec![(2, select(strings(all)).boxed()), (1, select(strings(bad)).boxed())];
     if !fresh.is_empty() {
-        names.push((30, select(fresh).boxed()));
+        names.push((fresh_weight, select(fresh).boxed()));
     }
-    (ts_after(s.now), Union::new_weighted(names), market_params())
+    Union::new_weighted(names)
+}
+
+fn create_market(s: &Model) -> BoxedStrategy<Step> {
+    let names = listing_name(&MARKET_NAMES, |n| s.markets.iter().any(|m| m.id == n), &["BAD PERP", ""], 30);
+    (ts_after(s.now), names, market_params())
         .prop_map(|(ts, market, params)| step(ts, Command::CreateMarket { market, params }))
         .boxed()
 }
 
 fn create_asset(s: &Model) -> BoxedStrategy<Step> {
-    let fresh: Vec<String> =
-        ASSET_NAMES.iter().filter(|n| !s.assets.iter().any(|a| a.id == **n)).map(|n| n.to_string()).collect();
-    let mut names = vec![(2, select(strings(&ASSET_NAMES)).boxed()), (1, select(strings(&["USDC", "b@d"])).boxed())];
-    if !fresh.is_empty() {
-        names.push((20, select(fresh).boxed()));
-    }
-    (ts_after(s.now), Union::new_weighted(names), asset_params())
+    let names = listing_name(&ASSET_NAMES, |n| s.assets.iter().any(|a| a.id == n), &["USDC", "b@d"], 20);
+    (ts_after(s.now), names, asset_params())
         .prop_map(|(ts, asset, params)| step(ts, Command::CreateAsset { asset, params }))
         .boxed()
 }

@@ -15,12 +15,7 @@ const BTC: &str = "BTC-PERP";
 /// Source: shared/reference/anchors-offchain.md §2.1 (worked check).
 #[test]
 fn binance_isolated_liquidation_prices() {
-    let mut s = Story::with_market(BTC, "0.008", "0.004", "50000");
-    s.deposit_isolated(0, "long", "5000", BTC);
-    s.deposit_isolated(0, "short", "5000", BTC);
-    s.deposit(0, "mm", "1000000");
-    s.fill(1, BTC, "long", "mm", "1", "50000");
-    s.fill(1, BTC, "mm", "short", "1", "50000");
+    let s = Story::isolated_long_and_short(BTC, "0.008", "0.004", "50000", "5000");
     assert_eq!(to_cents(s.position("long", BTC).liquidation_price.unwrap()), "45180.72");
     assert_eq!(to_cents(s.position("short", BTC).liquidation_price.unwrap()), "54780.88");
     assert_eq!(s.position("long", BTC).isolated_margin, Some(q("5000")));
@@ -31,12 +26,7 @@ fn binance_isolated_liquidation_prices() {
 /// Source: shared/reference/anchors-offchain.md §1.2 (worked check).
 #[test]
 fn hyperliquid_isolated_liquidation_prices() {
-    let mut s = Story::with_market(BTC, "0.025", "0.0125", "100000");
-    s.deposit_isolated(0, "long", "10000", BTC);
-    s.deposit_isolated(0, "short", "10000", BTC);
-    s.deposit(0, "mm", "1000000");
-    s.fill(1, BTC, "long", "mm", "1", "100000");
-    s.fill(1, BTC, "mm", "short", "1", "100000");
+    let s = Story::isolated_long_and_short(BTC, "0.025", "0.0125", "100000", "10000");
     assert_eq!(to_cents(s.position("long", BTC).liquidation_price.unwrap()), "91139.24");
     assert_eq!(to_cents(s.position("short", BTC).liquidation_price.unwrap()), "108641.98");
 }
