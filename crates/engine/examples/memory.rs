@@ -180,10 +180,10 @@ fn main() {
     println!("engine: {ours_live} live bytes = {:.1} bytes/account", per(ours_live as i64, n));
     println!("engine: resident set growth {ours_rss} bytes = {:.1} bytes/account", per(ours_rss as i64, n));
     println!(
-        "sizes: Account {} B, (market, Position) entry {} B, Arc<str> id handle {} B",
+        "sizes: Account {} B, (market, Position) entry {} B, id {} B (inline up to 24 bytes)",
         std::mem::size_of::<ballast_engine::account::Account>(),
         std::mem::size_of::<(u32, ballast_engine::account::Position)>(),
-        std::mem::size_of::<std::sync::Arc<str>>()
+        std::mem::size_of::<ballast_engine::event::Id>()
     );
     println!("live allocations added, by size (count x size = bytes, bytes/account):");
     for (size, (now, before)) in hist.0.iter().zip(&base_hist.0).enumerate() {

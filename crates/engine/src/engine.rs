@@ -19,7 +19,6 @@ use crate::oracle::{Action, Validity};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 /// Totals of the settlement asset that entered and left the engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +185,7 @@ impl Engine {
                 self.account_ids[i as usize].clone()
             }
             None => {
-                let id: Id = Arc::from(id);
+                let id = Id::from(id);
                 self.account_index.insert(id.clone(), self.accounts.len() as u32);
                 self.account_ids.push(id.clone());
                 self.accounts.push(account);
@@ -230,7 +229,7 @@ impl Engine {
             return Err(Reject::AlreadyExists { kind: "asset", id: id.to_string() });
         }
         params.validate()?;
-        let asset = Asset::new(Arc::from(id), params.clone());
+        let asset = Asset::new(Id::from(id), params.clone());
         events.push(Event::AssetCreated { asset: asset.id.clone() });
         self.assets.push(asset);
         Ok(())
@@ -242,7 +241,7 @@ impl Engine {
             return Err(Reject::AlreadyExists { kind: "market", id: id.to_string() });
         }
         let tiers = params.validate()?;
-        let market = Market::new(Arc::from(id), params.clone(), tiers);
+        let market = Market::new(Id::from(id), params.clone(), tiers);
         events.push(Event::MarketCreated { market: market.id.clone() });
         self.markets.push(market);
         Ok(())
@@ -290,7 +289,7 @@ impl Engine {
         };
         // Commit.
         let asset = self.commit_total(total, |t| &mut t.deposits, |a| &mut a.deposits);
-        let isolated = d.isolated.as_deref().map(Arc::from);
+        let isolated = d.isolated.as_deref().map(Id::from);
         let account = self.store_account(slot, &d.account, account);
         events.push(Event::Deposited { account, asset, amount: d.amount, isolated, balance });
         Ok(())
@@ -335,7 +334,7 @@ impl Engine {
             account.drop_empty_isolated(m);
         }
         self.accounts[i as usize] = account;
-        let isolated = w.isolated.as_deref().map(Arc::from);
+        let isolated = w.isolated.as_deref().map(Id::from);
         let account = self.account_ids[i as usize].clone();
         events.push(Event::Withdrawn { account, asset, amount: w.amount, isolated, balance });
         Ok(())
@@ -351,7 +350,7 @@ impl Engine {
         match total {
             Total::Settlement(v) => {
                 *settlement(&mut self.totals) = v;
-                Arc::from(SETTLEMENT)
+                Id::from(SETTLEMENT)
             }
             Total::Asset(a, v) => {
                 let a = &mut self.assets[a as usize];
@@ -417,7 +416,7 @@ impl Engine {
     fn oracle(&mut self, o: &OraclePrice, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         price_in_range(o.price)?;
         let publish_ts = o.publish_ts.unwrap_or(ts);
-        let source: Id = Arc::from(o.source.as_str());
+        let source = Id::from(o.source.as_str());
         match (&o.market, &o.asset) {
             (Some(market), None) => {
                 let m = self.market_idx(market)? as usize;
@@ -549,10 +548,10 @@ impl Engine {
         market.funding_pool = funding_pool;
         self.fee_pool = fee_pool;
         let market_id = market.id.clone();
-        for (i, leg) in [(bi, &buy), (si, &sell)] {
+        for (id, leg) in [(&f.buyer, &buy), (&f.seller, &sell)] {
             if !leg.funding_paid.is_zero() {
                 events.push(Event::FundingSettled {
-                    account: self.account_ids[i as usize].clone(),
+                    account: Id::from(id.as_str()),
                     market: market_id.clone(),
                     amount: leg.funding_paid,
                 });
@@ -560,8 +559,8 @@ impl Engine {
         }
         events.push(Event::Filled {
             market: market_id,
-            buyer: self.account_ids[bi as usize].clone(),
-            seller: self.account_ids[si as usize].clone(),
+            buyer: Id::from(f.buyer.as_str()),
+            seller: Id::from(f.seller.as_str()),
             size: f.size,
             price: f.price,
             notional: paid,

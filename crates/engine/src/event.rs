@@ -4,10 +4,10 @@ use crate::command::TransferTo;
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
 use serde::Serialize;
-use std::sync::Arc;
 
-/// Shared id of an account, market or asset (cheap to copy into events).
-pub type Id = Arc<str>;
+/// Id of an account, market or asset. Ids of up to 24 bytes are stored inline, so copying one
+/// into an event or comparing it in the id index touches no other memory.
+pub type Id = compact_str::CompactString;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
