@@ -12,7 +12,7 @@ use crate::command::{
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
-use crate::health::{bucket_health, bucket_health_with, check_oracles, Health, Patch};
+use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
@@ -600,10 +600,10 @@ impl Engine {
         if increases {
             check_oracles(account, leg.bucket, Some(&leg.patch), &self.markets, ts, Action::IncreaseRisk)?;
         }
-        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)?;
-        if after.meets_initial() {
+        if meets_initial_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)? {
             return Ok(());
         }
+        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)?;
         let where_ = self.bucket_label(leg.bucket);
         if increases {
             return Err(Reject::InsufficientMargin {

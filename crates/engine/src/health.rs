@@ -74,24 +74,41 @@ pub struct PositionRisk {
 /// an open-interest surge never makes liquidation sell more.
 /// A flat position (an isolated bucket holding only margin) needs no price.
 pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Reject> {
+    position_risk_levels(market, pos, Levels::All)
+}
+
+/// Which requirement levels a computation needs: a risk-increasing check that passes needs only
+/// the initial level, which skips the maintenance tiers and the liquidation-end buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Levels {
+    Initial,
+    All,
+}
+
+fn position_risk_levels(market: &Market, pos: &Position, levels: Levels) -> Result<PositionRisk, Reject> {
     match market.mark() {
-        Some(mark) => Ok(position_risk_at(market, pos, mark)?),
+        Some(mark) => Ok(position_risk_at(market, pos, mark, levels)?),
         None if pos.size.is_zero() => Ok(PositionRisk { value: pos.quote, ..PositionRisk::default() }),
         None => Err(Reject::NoPrice(market.id.to_string())),
     }
 }
 
-fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<PositionRisk> {
+fn position_risk_at(market: &Market, pos: &Position, mark: Price, levels: Levels) -> NumResult<PositionRisk> {
     let (size_value, notional) = pos.size.value_floor_and_notional_ceil(mark)?;
     let value = size_value.checked_add(pos.quote)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
-    let mut maintenance = market.tiers.maintenance(notional)?;
     let mut initial = market.tiers.initial(notional)?;
     if let Some(vol) = &market.params.volatility_margin {
-        maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
         initial = initial.max(notional.mul_ratio_ceil(market.vol.initial_fraction(vol)?)?);
     }
-    let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
-    let liquidation_end = maintenance.checked_add(buffer)?;
+    let (mut maintenance, mut liquidation_end) = (Quote::ZERO, Quote::ZERO);
+    if levels == Levels::All {
+        maintenance = market.tiers.maintenance(notional)?;
+        if market.params.volatility_margin.is_some() {
+            maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
+        }
+        let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
+        liquidation_end = maintenance.checked_add(buffer)?;
+    }
     if let Some(oi) = &market.params.open_interest_scaling {
         let t = oi.utilisation(market.open_interest_notional(mark)?)?;
         initial = oi_scaled_requirement(initial, notional, t)?;
@@ -157,10 +174,35 @@ pub fn bucket_health_with(
     assets: &[Asset],
     now: u64,
 ) -> Result<Health, Reject> {
+    health_levels(account, bucket, patch, markets, assets, now, Levels::All)
+}
+
+/// Whether `bucket` with `patch` applied meets its initial requirement, computing only that
+/// level (`Ok(true)`/`Ok(false)`); the full [`Health`] is needed only when it does not.
+pub fn meets_initial_with(
+    account: &Account,
+    bucket: Bucket,
+    patch: Option<&Patch>,
+    markets: &[Market],
+    assets: &[Asset],
+    now: u64,
+) -> Result<bool, Reject> {
+    Ok(health_levels(account, bucket, patch, markets, assets, now, Levels::Initial)?.meets_initial())
+}
+
+fn health_levels(
+    account: &Account,
+    bucket: Bucket,
+    patch: Option<&Patch>,
+    markets: &[Market],
+    assets: &[Asset],
+    now: u64,
+    levels: Levels,
+) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
     for (m, pos) in bucket_positions(account, bucket, patch) {
-        let r = position_risk(&markets[m as usize], &pos)?;
+        let r = position_risk_levels(&markets[m as usize], &pos, levels)?;
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
         h.initial = h.initial.checked_add(r.initial)?;
