@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod adl;
 pub mod asset;
 pub mod command;
 pub mod engine;
@@ -47,6 +48,7 @@ pub mod error;
 pub mod event;
 pub mod funding;
 pub mod health;
+pub mod liquidation;
 pub mod margin;
 pub mod market;
 pub mod num;

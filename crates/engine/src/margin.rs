@@ -619,18 +619,7 @@ fn short_boundary(a: I256, k: I256, r: I256) -> I256 {
 mod tests {
     use super::*;
 
-    fn q(s: &str) -> Quote {
-        Quote::parse(s).unwrap()
-    }
-    fn r(s: &str) -> Ratio {
-        Ratio::parse(s).unwrap()
-    }
-    fn px(s: &str) -> Price {
-        Price::parse(s).unwrap()
-    }
-    fn sz(s: &str) -> Size {
-        Size::parse(s).unwrap()
-    }
+    use crate::testkit::{px, q, r, sz};
 
     /// The engine's own check: equity = E0 + value_at(p, Floor) against
     /// M0 + max_i(ceil(notional(p, Ceil) × r_i) − c_i).

@@ -6,7 +6,7 @@ use crate::command::parse_line;
 use crate::error::Reject;
 use crate::event::Event;
 use crate::health::Health;
-use crate::num::{Price, Quote};
+use crate::num::{Price, Quote, Ratio, Size};
 use crate::view::{PositionView, StateView};
 use crate::Engine;
 
@@ -130,6 +130,16 @@ pub fn to_cents(p: Price) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
+/// Literals for tests: a quote amount, a ratio, a price and a size from decimal strings.
 pub fn q(s: &str) -> Quote {
     Quote::parse(s).unwrap()
+}
+pub fn r(s: &str) -> Ratio {
+    Ratio::parse(s).unwrap()
+}
+pub fn px(s: &str) -> Price {
+    Price::parse(s).unwrap()
+}
+pub fn sz(s: &str) -> Size {
+    Size::parse(s).unwrap()
 }
