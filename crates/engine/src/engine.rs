@@ -420,18 +420,15 @@ impl Engine {
         match (&o.market, &o.asset) {
             (Some(market), None) => {
                 let m = self.market_idx(market)? as usize;
-                let market = &self.markets[m];
-                let mut feed = market.feed.clone();
-                let up = feed.submit(&market.params.oracle, &o.source, o.price, publish_ts, ts)?;
-                let vol = match &market.params.volatility_margin {
-                    Some(p) => market.vol.next(p, up.price, ts)?,
-                    None => market.vol,
-                };
-                // Commit.
                 let market = &mut self.markets[m];
+                // `submit` is atomic: on a rejection the feed is unchanged.
+                let up = market.feed.submit(&market.params.oracle, &o.source, o.price, publish_ts, ts)?;
                 let old_fraction = market.vol.fraction;
-                market.feed = feed;
-                market.vol = vol;
+                if let Some(p) = &market.params.volatility_margin {
+                    // Fails only for a non-positive price; an accepted aggregate is positive.
+                    market.vol = market.vol.next(p, up.price, ts).expect("an accepted aggregate price is positive");
+                }
+                let vol = market.vol;
                 events.push(Event::OracleUpdated {
                     market: Some(market.id.clone()),
                     asset: None,
