@@ -94,7 +94,8 @@ pub fn mul_div_floor_exact(a: i128, b: i128, d: i128) -> NumResult<(i128, bool)>
 
 /// `⌊a × b / 10^k⌋` and whether it was exact: [`mul_div_floor_exact`] specialised for the
 /// power-of-ten rescalings of this module, which divide by constants (see [`div_pow10_floor_exact`]).
-#[inline]
+/// Always inlined, so that each caller's constant `k` selects its divisors at compile time.
+#[inline(always)]
 pub fn mul_pow10_floor_exact(a: i128, b: i128, k: u32) -> NumResult<(i128, bool)> {
     let product = match (i64::try_from(a), i64::try_from(b)) {
         (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
@@ -110,7 +111,7 @@ pub fn mul_pow10_floor_exact(a: i128, b: i128, k: u32) -> NumResult<(i128, bool)
 /// used here (k = 8, 10, 18): `10^k = 2^k · 5^k`, so shift by k, then divide the magnitude by
 /// factors of `5^k` below 2^32 on 32-bit limbs with 64-bit arithmetic, where the constant
 /// divisors compile to multiplications. Nested floors compose: `⌊⌊n/a⌋/b⌋ = ⌊n/(ab)⌋`.
-#[inline]
+#[inline(always)]
 pub fn div_pow10_floor_exact(n: i128, k: u32) -> (i128, bool) {
     let (shifted, low_bits_zero) = match k {
         8 | 10 | 18 => (n >> k, n & ((1 << k) - 1) == 0),
