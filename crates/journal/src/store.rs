@@ -1,0 +1,194 @@
+//! An engine behind the file journal: recovery, durable batches, snapshots.
+
+use crate::error::io;
+use crate::wal::{read_segments, FileJournal, Segment};
+use crate::{snapshot, CommandLog, JournalError};
+use ballast_engine::{parse_line, Engine, Event, ParseError, Reject, TimedCommand};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Settings of a [`JournaledEngine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Roll to a new segment once the current one holds this many bytes (checked between
+    /// batches, so a segment can exceed it by one batch).
+    pub segment_bytes: u64,
+    /// Write a snapshot after this many journaled commands (0: only on demand).
+    pub snapshot_every: u64,
+    /// How many snapshots to keep (at least 1).
+    pub keep_snapshots: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { segment_bytes: 64 << 20, snapshot_every: 1_000_000, keep_snapshots: 2 }
+    }
+}
+
+/// What [`JournaledEngine::open`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The snapshot the state was loaded from (`None`: from an empty engine).
+    pub snapshot: Option<(u64, PathBuf)>,
+    /// Records replayed after the snapshot.
+    pub replayed: u64,
+    /// The last journaled sequence number.
+    pub last_seq: u64,
+    /// Repairs and fallbacks: a truncated torn tail, a skipped corrupt snapshot.
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of one command of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The line is not a command: not journaled, no sequence number.
+    Invalid(ParseError),
+    /// Journaled and applied.
+    Accepted { seq: u64, events: Vec<Event> },
+    /// Journaled and refused by the engine (a replay refuses it again, state unchanged).
+    Rejected { seq: u64, reason: Reject },
+}
+
+/// The reply to a durable batch.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Sequence numbers of the journaled commands.
+    pub seqs: Range<u64>,
+    /// One outcome per submitted line, in order.
+    pub outcomes: Vec<Outcome>,
+    /// An automatic snapshot was due and failed (the batch itself is durable).
+    pub snapshot_error: Option<JournalError>,
+}
+
+/// The engine with its journal and snapshots in one data directory.
+#[derive(Debug)]
+pub struct JournaledEngine {
+    pub(crate) journal: FileJournal,
+    engine: Engine,
+    options: Options,
+    snapshot_seq: u64,
+}
+
+/// Apply one journaled line to `engine` (what a replay does for every record). A line that does
+/// not parse changes nothing, like a rejected command.
+pub fn apply_line(engine: &mut Engine, line: &[u8], events: &mut Vec<Event>) -> Result<(), String> {
+    let line = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+    let cmd = parse_line(line).map_err(|e| e.to_string())?;
+    engine.apply(&cmd, events).map_err(|e| e.to_string())
+}
+
+/// Load the newest usable snapshot in `dir` and replay `segments` after it. Corrupt snapshots
+/// are skipped with a warning; a snapshot ahead of the journal, or a journal that does not reach
+/// back to the snapshot, is an error.
+pub fn restore(dir: &Path, segments: &[Segment], last_seq: u64) -> Result<(Engine, Recovery), JournalError> {
+    let mut recovery = Recovery { last_seq, ..Recovery::default() };
+    let mut engine = Engine::new();
+    for (seq, path) in snapshot::list(dir)?.into_iter().rev() {
+        match snapshot::load(&path) {
+            Ok((header, loaded)) => {
+                if header.seq > last_seq {
+                    return Err(JournalError::Snapshot {
+                        path,
+                        reason: format!("snapshot at seq {} is ahead of the journal (last seq {last_seq})", header.seq),
+                    });
+                }
+                engine = loaded;
+                recovery.snapshot = Some((seq, path));
+                break;
+            }
+            Err(e) => recovery.warnings.push(format!("skipping snapshot: {e}")),
+        }
+    }
+    let from = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq) + 1;
+    if let Some(first) = segments.first().filter(|s| s.first_seq > from) {
+        return Err(JournalError::Snapshot {
+            path: first.path.clone(),
+            reason: format!(
+                "the journal starts at seq {} but the state needs the records from seq {from}",
+                first.first_seq
+            ),
+        });
+    }
+    let mut events = Vec::new();
+    let mut replayed = 0;
+    read_segments(segments, from, &mut |_, line| {
+        events.clear();
+        let _ = apply_line(&mut engine, line, &mut events);
+        replayed += 1;
+        true
+    })?;
+    recovery.replayed = replayed;
+    Ok((engine, recovery))
+}
+
+impl JournaledEngine {
+    /// Open the data directory `dir` (created if missing) and recover: truncate a torn tail,
+    /// load the newest valid snapshot, replay the journal after it.
+    pub fn open(dir: &Path, options: Options) -> Result<(Self, Recovery), JournalError> {
+        let (journal, mut warnings) = FileJournal::open(dir, options.segment_bytes)?;
+        for tmp in snapshot::temp_files(dir)? {
+            std::fs::remove_file(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
+            warnings.push(format!("removed the unfinished snapshot {}", tmp.display()));
+        }
+        let (engine, mut recovery) = restore(dir, journal.segments(), journal.last_seq())?;
+        warnings.append(&mut recovery.warnings);
+        recovery.warnings = warnings;
+        let snapshot_seq = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+        Ok((JournaledEngine { journal, engine, options, snapshot_seq }, recovery))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn journal(&self) -> &FileJournal {
+        &self.journal
+    }
+
+    /// The last journaled sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.journal.last_seq()
+    }
+
+    /// Journal the commands of `lines` (one write, one fdatasync), then apply them. Lines that
+    /// do not parse are answered [`Outcome::Invalid`] and not journaled. On `Err` nothing was
+    /// journaled or applied.
+    pub fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError> {
+        let parsed: Vec<Result<TimedCommand, ParseError>> = lines.iter().map(|l| parse_line(l)).collect();
+        let valid: Vec<&str> = lines.iter().zip(&parsed).filter(|(_, p)| p.is_ok()).map(|(l, _)| *l).collect();
+        let seqs = self.journal.append_batch(&valid)?;
+        let mut seq = seqs.start;
+        let outcomes = parsed
+            .into_iter()
+            .map(|p| match p {
+                Err(e) => Outcome::Invalid(e),
+                Ok(cmd) => {
+                    let mut events = Vec::new();
+                    let outcome = match self.engine.apply(&cmd, &mut events) {
+                        Ok(()) => Outcome::Accepted { seq, events },
+                        Err(reason) => Outcome::Rejected { seq, reason },
+                    };
+                    seq += 1;
+                    outcome
+                }
+            })
+            .collect();
+        let due = self.options.snapshot_every > 0 && self.last_seq() - self.snapshot_seq >= self.options.snapshot_every;
+        let snapshot_error = if due { self.snapshot().err() } else { None };
+        Ok(Submitted { seqs, outcomes, snapshot_error })
+    }
+
+    /// Write a snapshot of the current state now and drop all but the newest
+    /// `keep_snapshots`.
+    pub fn snapshot(&mut self) -> Result<PathBuf, JournalError> {
+        let seq = self.last_seq();
+        let path = snapshot::write(self.journal.dir(), seq, &self.engine)?;
+        self.snapshot_seq = seq;
+        let all = snapshot::list(self.journal.dir())?;
+        let keep = self.options.keep_snapshots.max(1);
+        for (_, old) in &all[..all.len().saturating_sub(keep)] {
+            std::fs::remove_file(old).map_err(io(format!("cannot remove {}", old.display())))?;
+        }
+        Ok(path)
+    }
+}
