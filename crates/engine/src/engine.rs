@@ -12,7 +12,7 @@ use crate::command::{
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
-use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch};
+use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch, Prices};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
@@ -93,9 +93,14 @@ impl Engine {
         self.markets.iter().find(|m| &*m.id == id)
     }
 
+    /// The markets and assets with their prices, judged at `now`.
+    pub fn prices(&self, now: u64) -> Prices<'_> {
+        Prices { markets: &self.markets, assets: &self.assets, now }
+    }
+
     /// Health of one bucket of an account at the current time.
     pub fn health(&self, account: &Account, bucket: Bucket) -> Result<Health, Reject> {
-        bucket_health(account, bucket, &self.markets, &self.assets, self.now)
+        bucket_health(account, bucket, self.prices(self.now))
     }
 
     /// Rebuild the derived lookup map after deserializing a snapshot.
@@ -195,13 +200,13 @@ impl Engine {
     }
 
     fn health_of(&self, account: &Account, bucket: Bucket, ts: u64) -> Result<Health, Reject> {
-        bucket_health(account, bucket, &self.markets, &self.assets, ts)
+        bucket_health(account, bucket, self.prices(ts))
     }
 
     /// A risk-increasing change (withdrawal, transfer out) must leave `bucket` at or above its
     /// initial requirement, with oracles valid for risk-increasing actions.
     fn require_initial(&self, id: &str, account: &Account, bucket: Bucket, ts: u64) -> Result<(), Reject> {
-        check_oracles(account, bucket, None, &self.markets, ts, Action::IncreaseRisk)?;
+        check_oracles(account, bucket, None, self.prices(ts), Action::IncreaseRisk)?;
         let h = self.health_of(account, bucket, ts)?;
         if h.meets_initial() {
             return Ok(());
@@ -595,12 +600,12 @@ impl Engine {
         // valid for risk-increasing actions (Drift's margin-calculation rule).
         let increases = leg.before.increases_risk(&leg.patch.position);
         if increases {
-            check_oracles(account, leg.bucket, Some(&leg.patch), &self.markets, ts, Action::IncreaseRisk)?;
+            check_oracles(account, leg.bucket, Some(&leg.patch), self.prices(ts), Action::IncreaseRisk)?;
         }
-        if meets_initial_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)? {
+        if meets_initial_with(account, leg.bucket, Some(&leg.patch), self.prices(ts))? {
             return Ok(());
         }
-        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), &self.markets, &self.assets, ts)?;
+        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), self.prices(ts))?;
         let where_ = self.bucket_label(leg.bucket);
         if increases {
             return Err(Reject::InsufficientMargin {

@@ -15,6 +15,15 @@ use crate::market::Market;
 use crate::num::{NumResult, Price, Quote, Ratio, Round};
 use crate::oracle::Action;
 
+/// What a health computation reads besides the account: the markets and assets with their
+/// prices, and the time at which oracle validity is judged.
+#[derive(Clone, Copy)]
+pub struct Prices<'a> {
+    pub markets: &'a [Market],
+    pub assets: &'a [Asset],
+    pub now: u64,
+}
+
 /// Equity and requirements of one bucket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Health {
@@ -155,14 +164,8 @@ pub fn bucket_positions<'a>(
 }
 
 /// Health of `bucket` of `account`.
-pub fn bucket_health(
-    account: &Account,
-    bucket: Bucket,
-    markets: &[Market],
-    assets: &[Asset],
-    now: u64,
-) -> Result<Health, Reject> {
-    bucket_health_with(account, bucket, None, markets, assets, now)
+pub fn bucket_health(account: &Account, bucket: Bucket, prices: Prices<'_>) -> Result<Health, Reject> {
+    bucket_health_with(account, bucket, None, prices)
 }
 
 /// Health of `bucket` of `account` as it would be with `patch` applied.
@@ -170,11 +173,9 @@ pub fn bucket_health_with(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
-    markets: &[Market],
-    assets: &[Asset],
-    now: u64,
+    prices: Prices<'_>,
 ) -> Result<Health, Reject> {
-    health_levels(account, bucket, patch, markets, assets, now, Levels::All)
+    health_levels(account, bucket, patch, prices, Levels::All)
 }
 
 /// Whether `bucket` with `patch` applied meets its initial requirement, computing only that
@@ -183,26 +184,22 @@ pub fn meets_initial_with(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
-    markets: &[Market],
-    assets: &[Asset],
-    now: u64,
+    prices: Prices<'_>,
 ) -> Result<bool, Reject> {
-    Ok(health_levels(account, bucket, patch, markets, assets, now, Levels::Initial)?.meets_initial())
+    Ok(health_levels(account, bucket, patch, prices, Levels::Initial)?.meets_initial())
 }
 
 fn health_levels(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
-    markets: &[Market],
-    assets: &[Asset],
-    now: u64,
+    prices: Prices<'_>,
     levels: Levels,
 ) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
     for (m, pos) in bucket_positions(account, bucket, patch) {
-        let r = position_risk_levels(&markets[m as usize], &pos, levels)?;
+        let r = position_risk_levels(&prices.markets[m as usize], &pos, levels)?;
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
         h.initial = h.initial.checked_add(r.initial)?;
@@ -213,11 +210,12 @@ fn health_levels(
         return Ok(h);
     }
     for (a, amount) in &account.collateral {
-        let asset = &assets[*a as usize];
+        let asset = &prices.assets[*a as usize];
         let Some(price) = asset.feed.price() else { continue };
         let value = amount.value_at(price, Round::Floor)?;
         h.equity = h.equity.checked_add(value.mul_ratio_floor(asset.params.maintenance_weight)?)?;
-        if asset.params.oracle.allow.allows(Action::IncreaseRisk, asset.feed.validity(&asset.params.oracle, now)) {
+        if asset.params.oracle.allow.allows(Action::IncreaseRisk, asset.feed.validity(&asset.params.oracle, prices.now))
+        {
             h.initial_equity = h.initial_equity.checked_add(value.mul_ratio_floor(asset.params.initial_weight)?)?;
         }
     }
@@ -230,12 +228,11 @@ pub fn check_oracles(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
-    markets: &[Market],
-    now: u64,
+    prices: Prices<'_>,
     action: Action,
 ) -> Result<(), Reject> {
     for (m, _) in bucket_positions(account, bucket, patch) {
-        check_oracle(&markets[m as usize], now, action)?;
+        check_oracle(&prices.markets[m as usize], prices.now, action)?;
     }
     Ok(())
 }
@@ -261,16 +258,14 @@ pub fn position_liquidation_price(
     account: &Account,
     bucket: Bucket,
     m: u32,
-    markets: &[Market],
-    assets: &[Asset],
-    now: u64,
+    prices: Prices<'_>,
 ) -> Result<Option<Price>, Reject> {
-    let market = &markets[m as usize];
+    let market = &prices.markets[m as usize];
     let pos = account.position(bucket, m);
     if pos.size.is_zero() {
         return Ok(None);
     }
-    let h = bucket_health(account, bucket, markets, assets, now)?;
+    let h = bucket_health(account, bucket, prices)?;
     let r = position_risk(market, &pos)?;
     let own_value = pos.size.value_at(r.mark, Round::Floor)?;
     let others_equity = h.equity.checked_sub(own_value)?;

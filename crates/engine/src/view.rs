@@ -210,14 +210,7 @@ impl Engine {
             equity,
             initial_requirement: r.initial,
             maintenance_requirement: r.maintenance,
-            liquidation_price: position_liquidation_price(
-                account,
-                bucket,
-                m,
-                self.markets(),
-                self.assets(),
-                self.now(),
-            )?,
+            liquidation_price: position_liquidation_price(account, bucket, m, self.prices(self.now()))?,
             liquidatable: health.is_liquidatable(),
         })
     }
