@@ -53,6 +53,10 @@ pub struct Tier {
 #[serde(try_from = "RawTierTable")]
 pub struct TierTable {
     rows: Vec<TierRow>,
+    /// Per row, derived from the rows: the notionals above which the row's (initial,
+    /// maintenance) piece can exceed the previous row's; see [`TierTable::requirement`].
+    #[serde(skip)]
+    near_from: Vec<(i128, i128)>,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +172,8 @@ impl TierTable {
                     .checked_add(step(t.maintenance_margin, prev.maintenance_margin)?)?,
             });
         }
-        Ok(TierTable { rows })
+        let near_from = rows.iter().enumerate().map(|(i, row)| near_from(&rows[..i], row)).collect();
+        Ok(TierTable { rows, near_from })
     }
 
     pub fn rows(&self) -> &[TierRow] {
@@ -177,7 +182,7 @@ impl TierTable {
 
     /// Initial requirement: `notional × rate(tier) − deduction(tier)`; see [`TierTable::maintenance`].
     pub fn initial(&self, notional: Quote) -> Result<Quote, NumError> {
-        self.requirement(notional, |r| (r.initial_margin, r.initial_deduction))
+        self.requirement(notional, |r| (r.initial_margin, r.initial_deduction), |n| n.0)
     }
 
     /// Maintenance requirement: `notional × rate(tier) − deduction(tier)`, the tier being the
@@ -191,7 +196,7 @@ impl TierTable {
     /// only difference from a plain tier lookup comes from the deductions' round-down: the max
     /// may exceed it by a micro-unit per row, never fall below it. `notional` must be ≥ 0.
     pub fn maintenance(&self, notional: Quote) -> Result<Quote, NumError> {
-        self.requirement(notional, |r| (r.maintenance_margin, r.maintenance_deduction))
+        self.requirement(notional, |r| (r.maintenance_margin, r.maintenance_deduction), |n| n.1)
     }
 
     /// `max_i (⌈notional × rate_i⌉ − deduction_i)` over the rows' pieces, evaluating only the
@@ -202,9 +207,16 @@ impl TierTable {
     /// `⌊n·Δr_i⌋ ≥ ⌊f_i·Δr_i⌋`, so every piece below t is at most piece t. Above t (n < f_i),
     /// piece i exceeds piece i−1 only if `⌈n·Δr_i⌉ > ⌊f_i·Δr_i⌋`, which needs
     /// `(f_i − n)·Δr_i < 1` micro-unit; a row that is not that close is at most its
-    /// predecessor, so the max is attained at t or at one of those close rows. Checking
-    /// closeness costs one multiplication, no division.
-    fn requirement(&self, notional: Quote, piece_of: impl Fn(&TierRow) -> (Ratio, Quote)) -> Result<Quote, NumError> {
+    /// predecessor, so the max is attained at t or at one of those close rows. Closeness is a
+    /// notional threshold per row, computed when the table is built (`near_from`), so ruling a
+    /// row out costs one comparison.
+    #[inline]
+    fn requirement(
+        &self,
+        notional: Quote,
+        piece_of: impl Fn(&TierRow) -> (Ratio, Quote),
+        near_of: impl Fn((i128, i128)) -> i128,
+    ) -> Result<Quote, NumError> {
         if notional.is_negative() {
             return Err(out_of_range("notional", notional));
         }
@@ -213,14 +225,14 @@ impl TierTable {
             notional.mul_ratio_ceil(rate)?.checked_sub(deduction)
         };
         // Row 0 has floor 0 ≤ notional, so the active tier exists.
-        let active = self.rows.partition_point(|r| r.floor <= notional) - 1;
+        let active = match self.rows.len() {
+            1 => 0,
+            _ => self.rows.partition_point(|r| r.floor <= notional) - 1,
+        };
         let mut best = Quote::ZERO.max(piece(&self.rows[active])?);
-        for pair in self.rows[active..].windows(2) {
-            let gap = pair[1].floor.raw() - notional.raw();
-            let step = i128::from(piece_of(&pair[1]).0.raw() - piece_of(&pair[0]).0.raw());
-            // Units: micro-quote × 1e-8 ratio; one micro-unit of quote is 1e8 here.
-            if gap.checked_mul(step).is_none_or(|p| p < i128::from(Ratio::ONE_RAW)) {
-                best = best.max(piece(&pair[1])?);
+        for (row, near) in self.rows.iter().zip(&self.near_from).skip(active + 1) {
+            if notional.raw() > near_of(*near) {
+                best = best.max(piece(row)?);
             }
         }
         Ok(best)
@@ -232,6 +244,22 @@ impl TierTable {
     pub fn maintenance_pieces(&self) -> impl Iterator<Item = (Ratio, Quote)> + '_ {
         self.rows.iter().map(|r| (r.maintenance_margin, r.maintenance_deduction))
     }
+}
+
+/// For `row` after `before`: the notionals above which its piece can exceed its predecessor's,
+/// per level. Piece i can exceed piece i−1 only if `(f_i − n)·Δr_i < 1` micro-unit, that is
+/// (in raw units, micro-quote × 1e-8) `gap·step < 10^8`, i.e. `gap < ⌈10^8 / step⌉`, i.e.
+/// `n > f_i − ⌈10^8 / step⌉`. A zero step means identical pieces: never needed (`i128::MAX`).
+fn near_from(before: &[TierRow], row: &TierRow) -> (i128, i128) {
+    let Some(prev) = before.last() else { return (i128::MAX, i128::MAX) };
+    let threshold = |rate: Ratio, prev_rate: Ratio| -> i128 {
+        let step = i128::from(rate.raw() - prev_rate.raw());
+        if step <= 0 {
+            return i128::MAX;
+        }
+        row.floor.raw() - (i128::from(Ratio::ONE_RAW) + step - 1) / step
+    };
+    (threshold(row.initial_margin, prev.initial_margin), threshold(row.maintenance_margin, prev.maintenance_margin))
 }
 
 fn check_row(
