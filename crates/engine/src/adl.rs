@@ -16,14 +16,10 @@
 //! [`NumError::Overflow`]; nothing panics.
 
 use crate::error::{check_range, ParamError};
-use crate::num::{mul_div, pow10, FundingIndex, NumError, NumResult, Price, Quote, Ratio, Round, Size};
+use crate::num::{mul_div, out_of_range, pow10, FundingIndex, NumError, NumResult, Price, Quote, Ratio, Round, Size};
 use ethnum::U256;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-
-fn out_of_range(what: &str, v: impl std::fmt::Display) -> NumError {
-    NumError::OutOfRange(format!("{what} = {v}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. Policy and parameters

@@ -16,31 +16,15 @@
 //! panic.
 
 use crate::error::{check_range, ParamError};
-use crate::num::{pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size};
+use crate::num::{
+    div_wide, out_of_range, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size, NOTIONAL_TO_QUOTE, RATIO_ONE,
+};
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
 
-const RATIO_ONE: i128 = Ratio::ONE_RAW as i128;
-/// `|size| × price` raw (16 decimals) per raw quote unit (6 decimals).
-const NOTIONAL_TO_QUOTE: i128 = pow10(Price::DECIMALS + Size::DECIMALS - Quote::DECIMALS);
-
-fn out_of_range(what: &str, v: impl std::fmt::Display) -> NumError {
-    NumError::OutOfRange(format!("{what} = {v}"))
-}
-
-/// `n / d` in 256 bits, rounded as asked (any sign of `d ≠ 0`), narrowed to `i128`.
+/// `n / d` in 256 bits, rounded as asked, narrowed to `i128`.
 fn div_i256(n: I256, d: I256, round: Round) -> NumResult<i128> {
-    if d == I256::ZERO {
-        return Err(NumError::DivisionByZero);
-    }
-    let (n, d) = if d < 0 { (-n, -d) } else { (n, d) };
-    let (q, r) = (n / d, n % d);
-    let q = match round {
-        Round::Floor if r < 0 => q - 1,
-        Round::Ceil if r > 0 => q + 1,
-        _ => q,
-    };
-    i128::try_from(q).map_err(|_| NumError::Overflow)
+    i128::try_from(div_wide(n, d, round)?).map_err(|_| NumError::Overflow)
 }
 
 fn mul(a: I256, b: I256) -> NumResult<I256> {
@@ -49,14 +33,6 @@ fn mul(a: I256, b: I256) -> NumResult<I256> {
 
 fn sub(a: I256, b: I256) -> NumResult<I256> {
     a.checked_sub(b).ok_or(NumError::Overflow)
-}
-
-fn ratio(raw: i128) -> NumResult<Ratio> {
-    i64::try_from(raw).map(Ratio::from_raw).map_err(|_| NumError::Overflow)
-}
-
-fn price(raw: i128) -> NumResult<Price> {
-    i64::try_from(raw).map(Price::from_raw).map_err(|_| NumError::Overflow)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +320,7 @@ pub fn insurance_fee_cap(
         return Ok(Ratio::ZERO);
     }
     let fee = div_i256(mul(slack, I256::from(95))?, mul(bp, I256::from(100))?, Round::Floor)?;
-    ratio(fee.min(i128::from(max_insurance_fee.raw())))
+    Ratio::try_from_raw(fee.min(i128::from(max_insurance_fee.raw())))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +444,7 @@ pub fn fillable_price(
     let num = mul(sub(mul(I256::from(position_value.raw()), b1)?, spread)?, I256::from(NOTIONAL_TO_QUOTE))?;
     let den = mul(b1, I256::from(position_size.raw()))?;
     let round = if position_size.is_positive() { Round::Ceil } else { Round::Floor };
-    price(div_i256(num, den, round)?)
+    Price::try_from_raw(div_i256(num, den, round)?)
 }
 
 /// The insurance-fund delta of a liquidation fill (dYdX `GetLiquidationInsuranceFundDelta`,

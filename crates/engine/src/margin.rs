@@ -9,19 +9,16 @@
 //! errors, never panics.
 
 use crate::error::{check_range, ParamError};
-use crate::num::{isqrt, mul_div, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size};
+use crate::num::{
+    div_wide, isqrt, mul_div, out_of_range, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size,
+    NOTIONAL_TO_QUOTE, RATIO_ONE,
+};
 use ethnum::{I256, U256};
 use serde::{Deserialize, Serialize};
 
 /// `|size| × price` raw (16 decimals) per raw quote unit (6 decimals).
-const NOTIONAL_TO_QUOTE: i128 = pow10(Price::DECIMALS + Size::DECIMALS - Quote::DECIMALS);
-const RATIO_ONE: i128 = Ratio::ONE_RAW as i128;
 /// At most this many tiers beyond the base row.
 pub const MAX_EXTRA_TIERS: usize = 32;
-
-fn out_of_range(what: &str, v: impl std::fmt::Display) -> NumError {
-    NumError::OutOfRange(format!("{what} = {v}"))
-}
 
 /// `v` must lie in `[0, 1]`.
 fn unit_interval(what: &str, v: Ratio) -> NumResult<()> {
@@ -519,20 +516,6 @@ impl VolState {
 // 4. Liquidation price
 // ---------------------------------------------------------------------------------------------
 
-fn floor_div(n: I256, d: I256) -> I256 {
-    // d > 0 at every call site.
-    let (q, r) = (n / d, n % d);
-    if r < 0 {
-        q - 1
-    } else {
-        q
-    }
-}
-
-fn ceil_div(n: I256, d: I256) -> I256 {
-    -floor_div(-n, d)
-}
-
 /// Liquidation price of one position with everything else held fixed.
 ///
 /// `size`: signed position size. `others_equity`: the bucket's maintenance equity WITHOUT this
@@ -573,26 +556,23 @@ pub fn liquidation_price(
     let long = size.is_positive();
     let a = I256::from(size.raw().unsigned_abs());
     let base = I256::from(others_equity.raw()) - I256::from(others_requirement.raw());
-    let boundary = |k: I256, r: I256| {
-        if long {
-            long_boundary(a, k, r)
-        } else {
-            short_boundary(a, k, r)
-        }
-    };
+    let boundary = |k: I256, r: I256| if long { long_boundary(a, k, r) } else { short_boundary(a, k, r) };
     let mut best: Option<I256> = None;
     for (rate, deduction) in pieces {
         if rate < Ratio::ZERO || rate >= Ratio::ONE {
             return Err(out_of_range("rate", rate));
         }
-        let p = boundary(base + I256::from(deduction.raw()), I256::from(rate.raw()));
+        let p = boundary(base + I256::from(deduction.raw()), I256::from(rate.raw()))?;
         best = Some(match best {
             None => p,
             Some(b) if long => b.max(p),
             Some(b) => b.min(p),
         });
     }
-    let best = best.unwrap_or_else(|| boundary(base, I256::ZERO));
+    let best = match best {
+        Some(b) => b,
+        None => boundary(base, I256::ZERO)?,
+    };
     let max = I256::from(Price::MAX.raw());
     Ok(if long {
         // The largest liquidatable price is best − 1; it must be a positive price.
@@ -617,30 +597,26 @@ pub fn liquidation_price(
 /// `N0 ≤ N1`, so every `P` with `A·P > (N1 − 1)·D` is safe, and the largest `P` below that,
 /// `Pa`, is unsafe unless it is an exact point with `N ≥ N0`; then `Pa − 1` is unsafe (it is not
 /// an exact point unless `A ≡ 0 mod D`, when every point is exact and `P = ceil(N0·D/A)`).
-fn long_boundary(a: I256, k: I256, r: I256) -> I256 {
+fn long_boundary(a: I256, k: I256, r: I256) -> NumResult<I256> {
     let (d, one) = (I256::from(NOTIONAL_TO_QUOTE), I256::from(RATIO_ONE));
     let den = one - r;
-    let n0 = ceil_div(-k * one, den);
+    let n0 = div_wide(-k * one, den, Round::Ceil)?;
     if a % d == 0 {
-        return ceil_div(n0 * d, a);
+        return div_wide(n0 * d, a, Round::Ceil);
     }
-    let n1 = ceil_div((I256::ONE - k) * one, den);
-    let pa = floor_div((n1 - 1) * d, a);
+    let n1 = div_wide((I256::ONE - k) * one, den, Round::Ceil)?;
+    let pa = div_wide((n1 - 1) * d, a, Round::Floor)?;
     let prod = pa * a;
-    if prod.rem_euclid(d) == 0 && prod / d >= n0 {
-        pa
-    } else {
-        pa + 1
-    }
+    Ok(if prod.rem_euclid(d) == 0 && prod / d >= n0 { pa } else { pa + 1 })
 }
 
 /// Short, one piece: the largest raw price `P` such that every price in `[0, P]` is safe. With
 /// `N = ceil(A·P/D)` the value is `−N`, so safe ⟺ `(k − N)·1e8 ≥ N·r` ⟺
 /// `N ≤ Nmax = floor(k·1e8/(1e8 + r))` ⟺ `A·P ≤ Nmax·D`: monotone, `P = floor(Nmax·D/A)`.
-fn short_boundary(a: I256, k: I256, r: I256) -> I256 {
+fn short_boundary(a: I256, k: I256, r: I256) -> NumResult<I256> {
     let (d, one) = (I256::from(NOTIONAL_TO_QUOTE), I256::from(RATIO_ONE));
-    let n_max = floor_div(k * one, one + r);
-    floor_div(n_max * d, a)
+    let n_max = div_wide(k * one, one + r, Round::Floor)?;
+    div_wide(n_max * d, a, Round::Floor)
 }
 
 #[cfg(test)]

@@ -41,6 +41,11 @@ pub enum NumError {
 
 pub type NumResult<T> = Result<T, NumError>;
 
+/// An input outside the range a function accepts, named: `what = value`.
+pub fn out_of_range(what: &str, v: impl fmt::Display) -> NumError {
+    NumError::OutOfRange(format!("{what} = {v}"))
+}
+
 /// Rounding direction of a division.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Round {
@@ -156,6 +161,21 @@ fn udiv_small<const M: u64>(n: u128) -> (u128, u64) {
     let low = (r << 32) | (lo & 0xffff_ffff);
     let (q_low, r) = (low / M, low % M);
     ((u128::from(q_hi) << 64) | (u128::from(q_mid) << 32) | u128::from(q_low), r)
+}
+
+/// `n / d` in 256 bits, rounded as asked, for either sign of `d ≠ 0`: the one wide division
+/// of the crate (closed forms in `margin` and `liquidation` use it).
+pub fn div_wide(n: I256, d: I256, round: Round) -> NumResult<I256> {
+    if d == I256::ZERO {
+        return Err(NumError::DivisionByZero);
+    }
+    let (n, d) = if d < 0 { (-n, -d) } else { (n, d) };
+    let (q, r) = (n / d, n % d);
+    Ok(match round {
+        Round::Floor if r < 0 => q - 1,
+        Round::Ceil if r > 0 => q + 1,
+        _ => q,
+    })
 }
 
 #[cold]
@@ -307,6 +327,11 @@ macro_rules! fixed_type {
             pub const fn raw(self) -> $inner {
                 self.0
             }
+            /// From a raw scaled integer of any width; out of the inner type's range is an
+            /// overflow.
+            pub fn try_from_raw(raw: i128) -> NumResult<Self> {
+                <$inner>::try_from(raw).map(Self).map_err(|_| NumError::Overflow)
+            }
             /// A whole number of units.
             pub fn from_int(units: i64) -> NumResult<Self> {
                 <$inner>::try_from(units)
@@ -427,7 +452,10 @@ fixed_type!(
 
 /// Decimals dropped from a price × size product (16 decimals) to quote (6 decimals).
 const NOTIONAL_DECIMALS: u32 = Price::DECIMALS + Size::DECIMALS - Quote::DECIMALS;
-const NOTIONAL_TO_QUOTE: i128 = pow10(NOTIONAL_DECIMALS);
+/// Raw price × raw size per raw quote unit (1e10).
+pub const NOTIONAL_TO_QUOTE: i128 = pow10(NOTIONAL_DECIMALS);
+/// The raw ratio that represents 1, as `i128`.
+pub const RATIO_ONE: i128 = Ratio::ONE_RAW as i128;
 
 impl Size {
     /// `|size| × price` in quote, rounded as asked. Always non-negative.
@@ -485,12 +513,12 @@ impl Quote {
     /// `self / size` as a price (e.g. an entry price from a cost basis), rounded as asked.
     pub fn per_unit(self, size: Size, round: Round) -> NumResult<Price> {
         let p = mul_div(self.0, NOTIONAL_TO_QUOTE, size.0, round)?;
-        i64::try_from(p).map(Price).map_err(|_| NumError::Overflow)
+        Price::try_from_raw(p)
     }
     /// `self / other` as a ratio, rounded as asked.
     pub fn ratio_to(self, other: Quote, round: Round) -> NumResult<Ratio> {
         let r = mul_div(self.0, i128::from(Ratio::ONE_RAW), other.0, round)?;
-        i64::try_from(r).map(Ratio).map_err(|_| NumError::Overflow)
+        Ratio::try_from_raw(r)
     }
     /// The smaller of two amounts.
     pub fn min(self, other: Quote) -> Quote {
@@ -517,7 +545,7 @@ impl Price {
     pub fn relative_change(self, base: Price, round: Round) -> NumResult<Ratio> {
         let diff = i128::from(self.0) - i128::from(base.0);
         let r = mul_div(diff, i128::from(Ratio::ONE_RAW), i128::from(base.0), round)?;
-        i64::try_from(r).map(Ratio).map_err(|_| NumError::Overflow)
+        Ratio::try_from_raw(r)
     }
 }
 
@@ -529,7 +557,7 @@ impl Ratio {
     /// `self / other`, rounded as asked.
     pub fn div(self, other: Ratio, round: Round) -> NumResult<Ratio> {
         let r = mul_div(i128::from(self.0), i128::from(Self::ONE_RAW), i128::from(other.0), round)?;
-        i64::try_from(r).map(Ratio).map_err(|_| NumError::Overflow)
+        Ratio::try_from_raw(r)
     }
     /// Clamp into `[lo, hi]`.
     pub fn clamp(self, lo: Ratio, hi: Ratio) -> Ratio {

@@ -349,7 +349,7 @@ impl OracleFeed {
             None => agg.median,
             Some(t) => {
                 let elapsed = now.saturating_sub(self.twap_ts);
-                to_price(blend(i128::from(t.raw()), p, elapsed, cfg.twap_window_ms, Round::Floor)?)?
+                Price::try_from_raw(blend(i128::from(t.raw()), p, elapsed, cfg.twap_window_ms, Round::Floor)?)?
             }
         });
         next.twap_ts = self.twap_ts.max(now);
@@ -447,7 +447,7 @@ impl OracleFeed {
                     }
                 }
             };
-            ema = Some(to_price(v)?);
+            ema = Some(Price::try_from_raw(v)?);
         }
         self.basis_ema = ema;
         self.basis_ts = self.basis_ts.max(now);
@@ -480,7 +480,7 @@ impl OracleFeed {
         // Ordered and positive even for an unvalidated band (clamp panics if lo > hi).
         let lo = a.min(b).max(1);
         let hi = a.max(b).min(i128::from(i64::MAX)).max(lo);
-        to_price(c[1].clamp(lo, hi)).ok()
+        Price::try_from_raw(c[1].clamp(lo, hi)).ok()
     }
 }
 
@@ -491,10 +491,6 @@ fn blend(old: i128, new: i128, elapsed: u64, w: u64, round: Round) -> Result<i12
     let diff = new.checked_sub(old).ok_or(NumError::Overflow)?;
     let step = mul_div(diff, i128::from(elapsed.min(w)), i128::from(w), round)?;
     old.checked_add(step).ok_or(NumError::Overflow)
-}
-
-fn to_price(raw: i128) -> Result<Price, NumError> {
-    i64::try_from(raw).map(Price::from_raw).map_err(|_| NumError::Overflow)
 }
 
 #[cfg(test)]
