@@ -3,15 +3,10 @@
 
 use ballast_journal::{scan, snapshot, JournaledEngine, Options};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
-fn ballast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ballast")).args(args).current_dir(repo()).output().expect("run ballast")
-}
+use common::{ballast, repo};
 
 fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ballast-verify-test-{}-{name}", std::process::id()));

@@ -19,7 +19,7 @@
 mod workload;
 
 use ballast_engine::account::Bucket;
-use ballast_engine::{Command, Engine, Event, TimedCommand};
+use ballast_engine::{Engine, Event, TimedCommand};
 use std::hint::black_box;
 use workload::{health_engine, prepare, workload, ACCOUNTS};
 
@@ -57,9 +57,8 @@ fn main() {
 fn measured_apply(engine: &mut Engine, stream: &[TimedCommand]) {
     let mut events: Vec<Event> = Vec::with_capacity(8);
     for c in stream {
-        let r = engine.apply(c, &mut events);
-        debug_assert!(r.is_ok() || !matches!(c.cmd, Command::Tick));
-        black_box(&r);
+        // Every command of these workloads is accepted (`prepare` checks it before).
+        black_box(engine.apply(c, &mut events).is_ok());
         events.clear();
     }
 }

@@ -251,22 +251,14 @@ pub fn check_oracle(market: &Market, now: u64, action: Action) -> Result<(), Rej
     Err(Reject::OracleNotValidFor { market: market.id.to_string(), validity, action })
 }
 
-/// Liquidation price of the position of market `m` in `bucket`: the mark at which the bucket's
-/// equity meets maintenance with every other price held fixed. `None` when flat or when no
-/// positive price liquidates it.
-pub fn position_liquidation_price(
-    account: &Account,
-    bucket: Bucket,
-    m: u32,
-    prices: Prices<'_>,
-) -> Result<Option<Price>, Reject> {
-    let market = &prices.markets[m as usize];
-    let pos = account.position(bucket, m);
+/// Liquidation price of position `pos` in `market`, whose bucket has health `h`: the mark at
+/// which the bucket's equity meets maintenance with every other price held fixed. `None` when
+/// flat or when no positive price liquidates it.
+pub fn position_liquidation_price(market: &Market, pos: &Position, h: &Health) -> Result<Option<Price>, Reject> {
     if pos.size.is_zero() {
         return Ok(None);
     }
-    let h = bucket_health(account, bucket, prices)?;
-    let r = position_risk(market, &pos)?;
+    let r = position_risk(market, pos)?;
     let own_value = pos.size.value_at(r.mark, Round::Floor)?;
     let others_equity = h.equity.checked_sub(own_value)?;
     let others_requirement = h.maintenance.checked_sub(r.maintenance)?;

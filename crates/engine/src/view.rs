@@ -6,7 +6,7 @@ use crate::account::{Account, Bucket, Position};
 use crate::asset::SETTLEMENT;
 use crate::engine::{Engine, Totals};
 use crate::error::Reject;
-use crate::health::{position_liquidation_price, position_risk};
+use crate::health::{position_liquidation_price, position_risk, Health};
 use crate::margin::TierRow;
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
@@ -171,11 +171,12 @@ impl Engine {
         }
         let mut positions = Vec::new();
         for (m, pos) in &account.cross {
-            positions.push(self.position_view(account, Bucket::Cross, *m, pos)?);
+            positions.push(self.position_view(*m, pos, &h, None)?);
         }
         // Isolated buckets are listed even when flat, so their margin is visible.
         for (m, iso) in &account.isolated {
-            positions.push(self.position_view(account, Bucket::Isolated(*m), *m, &iso.position)?);
+            let isolated_health = self.health(account, Bucket::Isolated(*m))?;
+            positions.push(self.position_view(*m, &iso.position, &isolated_health, Some(iso.margin))?);
         }
         Ok(AccountView {
             balances,
@@ -189,13 +190,18 @@ impl Engine {
         })
     }
 
-    fn position_view(&self, account: &Account, bucket: Bucket, m: u32, pos: &Position) -> Result<PositionView, Reject> {
+    /// One position; `health` is its bucket's, `isolated_margin` is set for isolated positions.
+    fn position_view(
+        &self,
+        m: u32,
+        pos: &Position,
+        health: &Health,
+        isolated_margin: Option<Quote>,
+    ) -> Result<PositionView, Reject> {
         let market = &self.markets()[m as usize];
         let r = position_risk(market, pos)?;
-        let isolated = matches!(bucket, Bucket::Isolated(_));
-        let health = self.health(account, bucket)?;
-        let (isolated_margin, equity) =
-            if isolated { (Some(account.cash(bucket)), Some(health.equity)) } else { (None, None) };
+        let isolated = isolated_margin.is_some();
+        let equity = isolated_margin.map(|_| health.equity);
         Ok(PositionView {
             market: market.id.to_string(),
             size: pos.size,
@@ -210,7 +216,7 @@ impl Engine {
             equity,
             initial_requirement: r.initial,
             maintenance_requirement: r.maintenance,
-            liquidation_price: position_liquidation_price(account, bucket, m, self.prices(self.now()))?,
+            liquidation_price: position_liquidation_price(market, pos, health)?,
             liquidatable: health.is_liquidatable(),
         })
     }

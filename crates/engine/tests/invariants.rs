@@ -735,22 +735,20 @@ fn create_asset(s: &Model) -> BoxedStrategy<Step> {
         .boxed()
 }
 
+/// The fields of a deposit or withdrawal of a non-USDC collateral (rarely, and wrongly, isolated).
+fn collateral_move(s: &Model) -> impl Strategy<Value = (u64, String, String, Size, Option<String>)> {
+    (ts_after(s.now), account_name(s), collateral_name(s), asset_amount(), prop::option::weighted(0.03, market_name(s)))
+}
+
 fn deposit(s: &Model) -> BoxedStrategy<Step> {
     let usdc = (ts_after(s.now), account_name(s), usdc_amount(), prop::option::weighted(0.2, market_name(s))).prop_map(
         |(ts, account, amount, isolated)| {
             step(ts, Command::Deposit(Deposit { account, asset: "USDC".into(), amount, isolated }))
         },
     );
-    let other = (
-        ts_after(s.now),
-        account_name(s),
-        collateral_name(s),
-        asset_amount(),
-        prop::option::weighted(0.03, market_name(s)),
-    )
-        .prop_map(|(ts, account, asset, amount, isolated)| {
-            step(ts, Command::Deposit(Deposit { account, asset, amount, isolated }))
-        });
+    let other = collateral_move(s).prop_map(|(ts, account, asset, amount, isolated)| {
+        step(ts, Command::Deposit(Deposit { account, asset, amount, isolated }))
+    });
     let w = if s.assets.is_empty() { 1 } else { 3 };
     prop_oneof![10 => usdc, w => other].boxed()
 }
@@ -760,16 +758,9 @@ fn withdraw(s: &Model) -> BoxedStrategy<Step> {
     let usdc = (ts_soon(s.now), account_name(s), small()).prop_map(|(ts, account, amount)| {
         step(ts, Command::Withdraw(Withdraw { account, asset: "USDC".into(), amount, isolated: None }))
     });
-    let other = (
-        ts_after(s.now),
-        account_name(s),
-        collateral_name(s),
-        asset_amount(),
-        prop::option::weighted(0.03, market_name(s)),
-    )
-        .prop_map(|(ts, account, asset, amount, isolated)| {
-            step(ts, Command::Withdraw(Withdraw { account, asset, amount, isolated }))
-        });
+    let other = collateral_move(s).prop_map(|(ts, account, asset, amount, isolated)| {
+        step(ts, Command::Withdraw(Withdraw { account, asset, amount, isolated }))
+    });
     let mut arms = vec![(6, usdc.boxed()), (if s.assets.is_empty() { 1 } else { 3 }, other.boxed())];
     let pairs = if s.isolated.is_empty() {
         (account_name(s), market_name(s)).boxed()
