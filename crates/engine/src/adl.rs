@@ -57,10 +57,13 @@ impl AdlPolicy {
     }
 }
 
-/// ADL configuration of a market (or segment).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// ADL configuration of a market.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdlParams {
+    /// When false the waterfall skips deleveraging: a deficit the insurance funds cannot pay is
+    /// socialized once the position is closed. Default true.
+    pub enabled: bool,
     /// Default `pro_rata`.
     pub policy: AdlPolicy,
     /// At most this share of a winner's unrealized profit may be taken by one deleveraging:
@@ -68,6 +71,27 @@ pub struct AdlParams {
     /// mark, which must stay ≤ `profit_cap × max(0, upnl)`. Bounds: 0 < profit_cap ≤ 1.
     /// Default none (no cap: a whole position may be closed).
     pub profit_cap: Option<Ratio>,
+}
+
+impl Default for AdlParams {
+    fn default() -> Self {
+        AdlParams { enabled: true, policy: AdlPolicy::default(), profit_cap: None }
+    }
+}
+
+/// Who pays a deficit that neither the insurance funds nor deleveraging covered (DESIGN §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocialChannel {
+    /// Every open position of the market, long and short, pro-rata to its size, charged to its
+    /// cash leg: the effect of Drift's funding-index channel, applied at once and split exactly.
+    #[default]
+    OpenInterest,
+    /// Positions of the market with unrealized profit, pro-rata to that profit (Deribit).
+    Winners,
+    /// Settlement-asset balances of every account, pro-rata to the balance (the segment's
+    /// depositors; one segment per venue until segments carry their own depositors).
+    Depositors,
 }
 
 impl AdlParams {
@@ -650,14 +674,14 @@ mod tests {
             short(2, "5", "120", "100", mark), // lev 5
             short(3, "2", "120", "200", mark), // lev 1
         ];
-        let queue = AdlParams { policy: AdlPolicy::Bitmex, profit_cap: None };
+        let queue = AdlParams { enabled: true, policy: AdlPolicy::Bitmex, profit_cap: None };
         let a = allocate(&queue, &book, sz("4"), bp, mark).unwrap();
         assert_eq!(a.per_candidate, vec![(1, sz("3")), (2, sz("5"))]);
         assert_eq!(a.closed, sz("8"));
         assert_eq!(a.overshoot_notional, q("400"));
         assert_eq!(a.matched(sz("4")), vec![(1, sz("3")), (2, sz("1"))]);
 
-        let pr = AdlParams { policy: AdlPolicy::ProRata, profit_cap: None };
+        let pr = AdlParams { enabled: true, policy: AdlPolicy::ProRata, profit_cap: None };
         let a = allocate(&pr, &book, sz("4"), bp, mark).unwrap();
         // 4 × 3/10, 4 × 5/10, 4 × 2/10.
         assert_eq!(a.per_candidate, vec![(2, sz("2")), (1, sz("1.2")), (3, sz("0.8"))]);
@@ -665,7 +689,7 @@ mod tests {
         assert_eq!(a.matched(sz("4")), a.per_candidate);
 
         // Leverage-weighted: weights 3×10, 5×5, 2×1 = 30, 25, 2 of 57.
-        let lw = AdlParams { policy: AdlPolicy::LeverageWeightedProRata, profit_cap: None };
+        let lw = AdlParams { enabled: true, policy: AdlPolicy::LeverageWeightedProRata, profit_cap: None };
         let a = allocate(&lw, &book, sz("0.57"), bp, mark).unwrap();
         assert_eq!(a.per_candidate, vec![(1, sz("0.3")), (2, sz("0.25")), (3, sz("0.02"))]);
         // Water-filling: 9 of 10 needed; id 1's share 9×30/57 = 4.74 exceeds its 3, so it is
@@ -700,12 +724,18 @@ mod tests {
         assert_eq!(capacity(&loser, cap, bp, mark).unwrap(), Size::ZERO);
         assert_eq!(capacity(&loser, None, bp, mark).unwrap(), sz("5"));
 
-        let params = AdlParams { policy: AdlPolicy::ProRata, profit_cap: cap };
+        let params = AdlParams { enabled: true, policy: AdlPolicy::ProRata, profit_cap: cap };
         let a = allocate(&params, &book, sz("3"), bp, mark).unwrap();
         // Shares 3×5/8 = 1.875 for id 2 exceed its cap 1: id 2 → 1, id 1 → 2.
         assert_eq!(a.per_candidate, vec![(2, sz("1")), (1, sz("2"))]);
-        let a =
-            allocate(&AdlParams { policy: AdlPolicy::Bitmex, profit_cap: cap }, &book, sz("3.5"), bp, mark).unwrap();
+        let a = allocate(
+            &AdlParams { enabled: true, policy: AdlPolicy::Bitmex, profit_cap: cap },
+            &book,
+            sz("3.5"),
+            bp,
+            mark,
+        )
+        .unwrap();
         assert_eq!(a.closed, sz("4"));
         assert_eq!(a.overshoot_notional, q("50"));
     }
@@ -762,7 +792,10 @@ mod tests {
     fn params_serde_and_bounds() {
         let p: AdlParams =
             serde_json::from_str(r#"{"policy": "leverage_weighted_pro_rata", "profit_cap": "0.5"}"#).unwrap();
-        assert_eq!(p, AdlParams { policy: AdlPolicy::LeverageWeightedProRata, profit_cap: Some(r("0.5")) });
+        assert_eq!(
+            p,
+            AdlParams { enabled: true, policy: AdlPolicy::LeverageWeightedProRata, profit_cap: Some(r("0.5")) }
+        );
         p.validate().unwrap();
         assert_eq!(serde_json::from_str::<AdlParams>("{}").unwrap(), AdlParams::default());
         assert_eq!(AdlParams::default().policy, AdlPolicy::ProRata);
@@ -773,7 +806,8 @@ mod tests {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{name}\""));
         }
         for bad in [Ratio::ZERO, r("1.00000001"), r("-0.1")] {
-            let e = AdlParams { policy: AdlPolicy::Bitmex, profit_cap: Some(bad) }.validate().unwrap_err();
+            let e =
+                AdlParams { enabled: true, policy: AdlPolicy::Bitmex, profit_cap: Some(bad) }.validate().unwrap_err();
             assert!(matches!(e, ParamError::OutOfBounds { name: "adl.profit_cap", .. }));
         }
     }
@@ -831,7 +865,7 @@ mod tests {
             let total: Size = book.iter().fold(Size::ZERO, |acc, c| acc.checked_add(c.size.abs().unwrap()).unwrap());
             assert_eq!(total, cap, "wave {wave}");
             for policy in [AdlPolicy::Bitmex, AdlPolicy::Hyperliquid] {
-                let a = allocate(&AdlParams { policy, profit_cap: None }, &book, b, bp, mark).unwrap();
+                let a = allocate(&AdlParams { enabled: true, policy, profit_cap: None }, &book, b, bp, mark).unwrap();
                 assert_eq!(a.per_candidate.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3], "wave {wave}");
                 assert_eq!(a.closed, h, "wave {wave} {policy:?}: the queue takes H");
                 // Overshoot in haircut dollars: (closed − needed) × $1 per unit = H − B.
@@ -841,10 +875,17 @@ mod tests {
                 assert_eq!(a.overshoot_notional, q(over).mul_ratio_ceil(r("100")).unwrap(), "wave {wave}");
             }
             // Binance ranks by PnL/collateral × margin ratio: another order, still an overshoot.
-            let a = allocate(&AdlParams { policy: AdlPolicy::Binance, profit_cap: None }, &book, b, bp, mark).unwrap();
+            let a = allocate(
+                &AdlParams { enabled: true, policy: AdlPolicy::Binance, profit_cap: None },
+                &book,
+                b,
+                bp,
+                mark,
+            )
+            .unwrap();
             assert!(a.closed > b && a.overshoot_notional.is_positive(), "wave {wave}: {a:?}");
             for policy in [AdlPolicy::ProRata, AdlPolicy::LeverageWeightedProRata] {
-                let a = allocate(&AdlParams { policy, profit_cap: None }, &book, b, bp, mark).unwrap();
+                let a = allocate(&AdlParams { enabled: true, policy, profit_cap: None }, &book, b, bp, mark).unwrap();
                 // budget_pr = min(B, total_cap) = B for these waves.
                 assert_eq!(a.closed, b.min(cap), "wave {wave} {policy:?}");
                 let sum = a.per_candidate.iter().fold(Size::ZERO, |acc, p| acc.checked_add(p.1).unwrap());
@@ -936,7 +977,7 @@ mod tests {
             let mark = Price::from_raw(10_000_000_000);
             // The bankrupt side is opposite the winners: above the mark for short winners.
             let bp = Price::from_raw(if long { 10_000_000_000 - off } else { 10_000_000_000 + off });
-            let params = AdlParams { policy, profit_cap: cap };
+            let params = AdlParams { enabled: true, policy, profit_cap: cap };
             let needed = Size::from_raw(needed);
             let a = allocate(&params, &cands, needed, bp, mark).unwrap();
             let caps: Vec<(u32, i128)> = cands.iter().map(|c| (c.id, capacity(c, cap, bp, mark).unwrap().raw())).collect();

@@ -5,8 +5,9 @@
 //! scale are errors that name the field, so a typo never silently falls back to a default.
 
 use crate::asset::AssetParams;
+use crate::insurance::FundParams;
 use crate::market::MarketParams;
-use crate::num::{Price, Ratio, Size};
+use crate::num::{Price, Quote, Ratio, Size};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,7 +23,7 @@ pub struct TimedCommand {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     CreateAsset { asset: String, params: AssetParams },
-    CreateMarket { market: String, params: MarketParams },
+    CreateMarket { market: String, params: Box<MarketParams> },
     Deposit(Deposit),
     Withdraw(Withdraw),
     TransferMargin(TransferMargin),
@@ -30,6 +31,10 @@ pub enum Command {
     Fill(Fill),
     Funding(Funding),
     Tick,
+    Liquidate(Liquidate),
+    CreateInsuranceFund { fund: String, params: FundParams },
+    FundInsurance { fund: String, amount: Size },
+    SetBackstop { account: String, loss_cap: Quote },
 }
 
 impl Command {
@@ -45,13 +50,30 @@ impl Command {
             Command::Fill(_) => "fill",
             Command::Funding(_) => "funding",
             Command::Tick => "tick",
+            Command::Liquidate(_) => "liquidate",
+            Command::CreateInsuranceFund { .. } => "create_insurance_fund",
+            Command::FundInsurance { .. } => "fund_insurance",
+            Command::SetBackstop { .. } => "set_backstop",
         }
     }
 }
 
 /// Every command name, in the order docs/commands.md lists them.
-pub const COMMAND_NAMES: [&str; 9] =
-    ["create_asset", "create_market", "deposit", "withdraw", "transfer_margin", "oracle", "fill", "funding", "tick"];
+pub const COMMAND_NAMES: [&str; 13] = [
+    "create_asset",
+    "create_market",
+    "deposit",
+    "withdraw",
+    "transfer_margin",
+    "oracle",
+    "fill",
+    "funding",
+    "tick",
+    "liquidate",
+    "create_insurance_fund",
+    "fund_insurance",
+    "set_backstop",
+];
 
 /// Add collateral. Asset amounts use 8 decimals; USDC amounts at most 6.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +143,40 @@ pub struct Fill {
     /// Which side took liquidity and pays the taker fee; the other pays the maker fee.
     #[serde(default)]
     pub taker: Side,
+    /// The fill executes the engine's liquidation orders of the buyer or the seller (or both).
+    #[serde(default)]
+    pub liquidation: bool,
+}
+
+/// An external liquidator takes over (part of) a liquidatable position at the mark less an
+/// escalating discount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Liquidate {
+    pub liquidator: String,
+    pub account: String,
+    pub market: String,
+    /// The most the liquidator takes; the engine may transfer less (pacing, what the shortage
+    /// needs).
+    pub size: Size,
+    /// Worst transfer price the liquidator accepts: highest when buying a long, lowest when
+    /// taking over a short.
+    #[serde(default)]
+    pub limit: Option<Price>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundAmount {
+    fund: String,
+    amount: Size,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBackstop {
+    account: String,
+    loss_cap: Quote,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +249,19 @@ pub fn parse_line(line: &str) -> Result<TimedCommand, ParseError> {
         "tick" => {
             let _: Empty = fields("tick", map)?;
             Command::Tick
+        }
+        "liquidate" => Command::Liquidate(fields("liquidate", map)?),
+        "create_insurance_fund" => {
+            let fund = take_string(&mut map, "create_insurance_fund", "fund")?;
+            Command::CreateInsuranceFund { fund, params: fields("create_insurance_fund", map)? }
+        }
+        "fund_insurance" => {
+            let FundAmount { fund, amount } = fields("fund_insurance", map)?;
+            Command::FundInsurance { fund, amount }
+        }
+        "set_backstop" => {
+            let SetBackstop { account, loss_cap } = fields("set_backstop", map)?;
+            Command::SetBackstop { account, loss_cap }
         }
         _ => return Err(ParseError::UnknownCmd(format!("\"{cmd}\""))),
     };

@@ -9,27 +9,40 @@ use crate::asset::{Asset, AssetParams, SETTLEMENT};
 use crate::command::{
     Command, Deposit, Fill, Funding, OraclePrice, Side, TimedCommand, TransferMargin, TransferTo, Withdraw,
 };
+use crate::detection::{key, Key, TriggerIndex};
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
 use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch, Prices};
+use crate::insurance::{FundParams, InsuranceFund, GLOBAL};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
+pub use recovery::{Backstop, Liquidation, Order, Pacing};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Totals of the settlement asset that entered and left the engine.
+/// Totals of the settlement asset that entered and left the engine, and of what the recovery
+/// waterfall absorbed. `bad_debt` is the sum of the four channels after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub deposits: Quote,
     pub withdrawals: Quote,
+    pub bad_debt: Quote,
+    pub insurance_paid: Quote,
+    pub backstop_absorbed: Quote,
+    pub adl_covered: Quote,
+    pub socialized_loss: Quote,
+    /// Notional closed by liquidation (book fills, liquidators, deleveraging of the bankrupt
+    /// side) and taken over by the backstop vault, at the prices it moved at.
+    pub liquidated_notional: Quote,
+    pub adl_notional: Quote,
 }
 
 /// The whole engine state. Everything that decides an outcome is in here; the id lookup map
 /// is derived (rebuilt on load) and never iterated.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Engine {
     seq: u64,
     now: u64,
@@ -39,8 +52,63 @@ pub struct Engine {
     accounts: Vec<Account>,
     fee_pool: Quote,
     totals: Totals,
+    /// Insurance funds; the first is the global one.
+    insurance: Vec<InsuranceFund>,
+    backstop: Option<Backstop>,
+    /// Buckets in liquidation, by [`detection::Key`].
+    liquidations: BTreeMap<Key, Liquidation>,
+    /// Id of the next liquidation order.
+    next_order: u64,
     #[serde(skip)]
     account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
+    #[serde(skip)]
+    index: TriggerIndex,
+    /// Buckets changed by the current command, to re-file or re-check after it.
+    #[serde(skip)]
+    touched: Vec<Key>,
+    /// The mark (per market) and price (per asset) the index was last stepped at.
+    #[serde(skip)]
+    stepped_marks: Vec<Option<Price>>,
+    #[serde(skip)]
+    stepped_assets: Vec<Option<Price>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            seq: 0,
+            now: 0,
+            assets: Vec::new(),
+            markets: Vec::new(),
+            account_ids: Vec::new(),
+            accounts: Vec::new(),
+            fee_pool: Quote::ZERO,
+            totals: Totals::default(),
+            insurance: vec![InsuranceFund::new(Id::from(GLOBAL), FundParams::default())],
+            backstop: None,
+            liquidations: BTreeMap::new(),
+            next_order: 1,
+            account_index: HashMap::default(),
+            index: TriggerIndex::default(),
+            touched: Vec::new(),
+            stepped_marks: Vec::new(),
+            stepped_assets: Vec::new(),
+        }
+    }
+}
+
+/// A trade computed without touching the accounts (see [`Engine::prepare_trade`]).
+struct Trade {
+    market: u32,
+    size: Size,
+    price: Price,
+    /// What the buyer pays; the seller receives `paid − rounding`.
+    paid: Quote,
+    rounding: Quote,
+    open_interest: Size,
+    funding_pool: Quote,
+    buy: Leg,
+    sell: Leg,
 }
 
 /// The outcome of a fill for one side, computed without touching the account.
@@ -106,6 +174,7 @@ impl Engine {
     /// Rebuild the derived lookup map after deserializing a snapshot.
     pub fn rebuild_index(&mut self) {
         self.account_index = self.account_ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
+        self.rebuild_detection();
     }
 
     /// Apply one command. On success its events are appended to `events`; on rejection
@@ -129,6 +198,10 @@ impl Engine {
             Command::Fill(f) => self.fill(f, ts, events),
             Command::Funding(f) => self.funding(f, ts, events),
             Command::Tick => Ok(()),
+            Command::Liquidate(l) => self.liquidate(l, ts, events),
+            Command::CreateInsuranceFund { fund, params } => self.create_insurance_fund(fund, params, events),
+            Command::FundInsurance { fund, amount } => self.fund_insurance(fund, *amount, events),
+            Command::SetBackstop { account, loss_cap } => self.set_backstop(account, *loss_cap, events),
         };
         match result {
             Ok(()) => {
@@ -137,10 +210,13 @@ impl Engine {
                 if validity_may_change {
                     self.report_validity_changes(events);
                 }
+                let moves_prices_or_time = matches!(cmd.cmd, Command::Oracle(_) | Command::Funding(_) | Command::Tick);
+                self.detect_and_liquidate(moves_prices_or_time, events);
                 Ok(())
             }
             Err(e) => {
                 events.truncate(mark);
+                self.touched.clear();
                 Err(e)
             }
         }
@@ -246,6 +322,7 @@ impl Engine {
             return Err(Reject::AlreadyExists { kind: "market", id: id.to_string() });
         }
         let tiers = params.validate()?;
+        self.check_segment(params.insurance_segment.as_deref())?;
         let market = Market::new(Id::from(id), params.clone(), tiers);
         events.push(Event::MarketCreated { market: market.id.clone() });
         self.markets.push(market);
@@ -259,7 +336,7 @@ impl Engine {
     fn deposit(&mut self, d: &Deposit, events: &mut Vec<Event>) -> Result<(), Reject> {
         positive("amount", d.amount)?;
         let (slot, mut account) = self.account_or_new(&d.account)?;
-        let (total, balance) = if d.asset == SETTLEMENT {
+        let (total, balance, bucket, usdc) = if d.asset == SETTLEMENT {
             let amount = usdc_amount(d.amount)?;
             let bucket = match &d.isolated {
                 Some(market) => {
@@ -272,7 +349,8 @@ impl Engine {
                 None => Bucket::Cross,
             };
             account.add_cash(bucket, amount)?;
-            (Total::Settlement(self.totals.deposits.checked_add(amount)?), account.cash(bucket).to_amount()?)
+            let total = Total::Settlement(self.totals.deposits.checked_add(amount)?);
+            (total, account.cash(bucket).to_amount()?, bucket, amount)
         } else {
             let a = self.asset_idx(&d.asset)?;
             if d.isolated.is_some() {
@@ -290,12 +368,15 @@ impl Engine {
                 });
             }
             account.add_collateral(a, d.amount)?;
-            (Total::Asset(a, asset.deposits.checked_add(d.amount)?), account.collateral(a))
+            (Total::Asset(a, asset.deposits.checked_add(d.amount)?), account.collateral(a), Bucket::Cross, Quote::ZERO)
         };
+        let vault_capital = self.vault_capital_after(slot, usdc)?;
         // Commit.
         let asset = self.commit_total(total, |t| &mut t.deposits, |a| &mut a.deposits);
         let isolated = d.isolated.as_deref().map(Id::from);
         let account = self.store_account(slot, &d.account, account);
+        self.set_vault_capital(vault_capital);
+        self.touched.push(key(self.account_index[&account], bucket));
         events.push(Event::Deposited { account, asset, amount: d.amount, isolated, balance });
         Ok(())
     }
@@ -306,7 +387,7 @@ impl Engine {
         positive("amount", w.amount)?;
         let i = self.account_idx(&w.account)?;
         let mut account = self.accounts[i as usize].clone();
-        let (total, bucket, balance) = if w.asset == SETTLEMENT {
+        let (total, bucket, balance, usdc) = if w.asset == SETTLEMENT {
             let amount = usdc_amount(w.amount)?;
             let bucket = match &w.isolated {
                 Some(market) => Bucket::Isolated(self.isolated_bucket(&w.account, &account, market)?),
@@ -318,7 +399,7 @@ impl Engine {
             }
             account.add_cash(bucket, amount.checked_neg()?)?;
             let total = Total::Settlement(self.totals.withdrawals.checked_add(amount)?);
-            (total, bucket, account.cash(bucket).to_amount()?)
+            (total, bucket, account.cash(bucket).to_amount()?, amount)
         } else {
             let a = self.asset_idx(&w.asset)?;
             if w.isolated.is_some() {
@@ -330,15 +411,18 @@ impl Engine {
             }
             account.add_collateral(a, w.amount.checked_neg()?)?;
             let total = Total::Asset(a, self.assets[a as usize].withdrawals.checked_add(w.amount)?);
-            (total, Bucket::Cross, account.collateral(a))
+            (total, Bucket::Cross, account.collateral(a), Quote::ZERO)
         };
         self.require_initial(&w.account, &account, bucket, ts)?;
+        let vault_capital = self.vault_capital_after(Some(i), usdc.checked_neg()?)?;
         // Commit.
         let asset = self.commit_total(total, |t| &mut t.withdrawals, |a| &mut a.withdrawals);
         if let Bucket::Isolated(m) = bucket {
             account.drop_empty_isolated(m);
         }
         self.accounts[i as usize] = account;
+        self.set_vault_capital(vault_capital);
+        self.touched.push(key(i, bucket));
         let isolated = w.isolated.as_deref().map(Id::from);
         let account = self.account_ids[i as usize].clone();
         events.push(Event::Withdrawn { account, asset, amount: w.amount, isolated, balance });
@@ -403,6 +487,7 @@ impl Engine {
         let (cross_cash, isolated_margin) = (account.cash, account.cash(Bucket::Isolated(m)));
         account.drop_empty_isolated(m);
         self.accounts[i as usize] = account;
+        self.touched.extend([key(i, from), key(i, to)]);
         events.push(Event::MarginTransferred {
             account: self.account_ids[i as usize].clone(),
             market: self.market_id(m),
@@ -444,6 +529,11 @@ impl Engine {
                     fresh_sources: up.fresh_sources,
                     validity: up.validity,
                 });
+                if vol.fraction > old_fraction {
+                    // A higher maintenance fraction shrinks every holder's buffer.
+                    self.touched.extend(self.index.holders(m as u32));
+                }
+                let market = &self.markets[m];
                 if vol.fraction != old_fraction {
                     events.push(Event::VolatilityMarginChanged {
                         market: market.id.clone(),
@@ -507,6 +597,8 @@ impl Engine {
     /// at or above its initial requirement, or — when it does not — the fill must reduce its
     /// risk without worsening its health (dYdX's rule for undercollateralized accounts).
     /// Risk-increasing sides need a fully valid oracle; risk-reducing sides never do.
+    /// A fill with `"liquidation": true` fills engine liquidation orders instead (see
+    /// [`Engine::liquidation_fill`]).
     fn fill(&mut self, f: &Fill, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         positive("size", f.size)?;
         price_in_range(f.price)?;
@@ -520,40 +612,84 @@ impl Engine {
         if market.mark().is_none() {
             return Err(Reject::NoPrice(f.market.clone()));
         }
-        // The buyer pays the notional rounded up, the seller receives it rounded down.
-        let (received, paid) = f.size.notional_floor_and_ceil(f.price)?;
+        if f.liquidation {
+            return self.liquidation_fill(f, m, bi, si, ts, events);
+        }
         let (maker, taker) = (market.params.maker_fee, market.params.taker_fee);
         let (buyer_rate, seller_rate) = match f.taker {
             Side::Buyer => (taker, maker),
             Side::Seller => (maker, taker),
         };
-        let buy = self.trade_leg(bi, m, f.size, paid.checked_neg()?, paid.mul_ratio_ceil(buyer_rate)?)?;
-        let sell = self.trade_leg(si, m, f.size.checked_neg()?, received, paid.mul_ratio_ceil(seller_rate)?)?;
+        let paid = f.size.notional(f.price, crate::num::Round::Ceil)?;
+        let fees = (paid.mul_ratio_ceil(buyer_rate)?, paid.mul_ratio_ceil(seller_rate)?);
+        let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
+        self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts)?;
+        // Commit.
+        self.commit_trade(&trade, events)?;
+        self.collect_trading_fees(m, trade.buy.fee.checked_add(trade.sell.fee)?)?;
+        Ok(())
+    }
+
+    /// Both sides of a trade of `size` at `price` in market `m`, computed without touching the
+    /// accounts: the buyer pays the notional rounded up, the seller receives it rounded down,
+    /// and the rounding goes to the fee pool. `fees` (buyer, seller) are debited from the sides.
+    fn prepare_trade(
+        &self,
+        m: u32,
+        buyer: u32,
+        seller: u32,
+        size: Size,
+        price: Price,
+        fees: (Quote, Quote),
+    ) -> Result<Trade, Reject> {
+        let market = &self.markets[m as usize];
+        let (received, paid) = size.notional_floor_and_ceil(price)?;
+        let buy = self.trade_leg(buyer, m, size, paid.checked_neg()?, fees.0)?;
+        let sell = self.trade_leg(seller, m, size.checked_neg()?, received, fees.1)?;
         let long_change = |l: &Leg| l.patch.position.size.max(Size::ZERO).checked_sub(l.before.size.max(Size::ZERO));
         let open_interest = market.open_interest.checked_add(long_change(&buy)?)?.checked_add(long_change(&sell)?)?;
-        let rounding = paid.checked_sub(received)?;
-        let fee_pool = self.fee_pool.checked_add(buy.fee)?.checked_add(sell.fee)?.checked_add(rounding)?;
         let funding_pool = market.funding_pool.checked_add(buy.funding_paid)?.checked_add(sell.funding_paid)?;
+        let rounding = paid.checked_sub(received)?;
+        Ok(Trade { market: m, size, price, paid, rounding, open_interest, funding_pool, buy, sell })
+    }
 
-        // Margin checks see the open interest after the fill (it scales initial margin); the
-        // value is restored if the fill is rejected. The trade price feeds the mark last: the
-        // update is atomic, so a failure there also leaves the feed as it was.
-        let old_open_interest = std::mem::replace(&mut self.markets[m as usize].open_interest, open_interest);
-        let checked = self.check_leg(&f.buyer, &buy, ts).and_then(|_| self.check_leg(&f.seller, &sell, ts));
-        let market = &mut self.markets[m as usize];
-        let accepted = checked.and_then(|_| Ok(market.feed.on_trade(&market.params.oracle, f.price, ts)?));
-        if let Err(e) = accepted {
-            market.open_interest = old_open_interest;
-            return Err(e);
+    /// Margin checks of the sides named in `check` (buyer, seller), seeing the open interest
+    /// after the trade (it scales initial margin); then, for a trade of the venue's book
+    /// (`feeds_mark`), the trade price feeds the mark. Either failure leaves the market as it was.
+    fn check_trade(&mut self, t: &Trade, check: [Option<&str>; 2], feeds_mark: bool, ts: u64) -> Result<(), Reject> {
+        let m = t.market as usize;
+        let old_open_interest = std::mem::replace(&mut self.markets[m].open_interest, t.open_interest);
+        let mut checked = Ok(());
+        for (id, leg) in check.iter().zip([&t.buy, &t.sell]) {
+            if let (Ok(()), Some(id)) = (&checked, id) {
+                checked = self.check_leg(id, leg, ts);
+            }
         }
-        // Commit.
-        market.funding_pool = funding_pool;
+        let market = &mut self.markets[m];
+        let accepted = checked.and_then(|_| match feeds_mark {
+            true => Ok(market.feed.on_trade(&market.params.oracle, t.price, ts)?),
+            false => Ok(()),
+        });
+        if accepted.is_err() {
+            market.open_interest = old_open_interest;
+        }
+        accepted
+    }
+
+    /// Write a prepared trade: positions, cash, open interest, funding pool, the rounding to
+    /// the fee pool; the events of funding settled and of the fill. Fees are the caller's to
+    /// credit. Fails only on arithmetic overflow of the fee pool, before anything is written.
+    fn commit_trade(&mut self, t: &Trade, events: &mut Vec<Event>) -> Result<(), Reject> {
+        let fee_pool = self.fee_pool.checked_add(t.rounding)?;
+        let market = &mut self.markets[t.market as usize];
+        market.open_interest = t.open_interest;
+        market.funding_pool = t.funding_pool;
         self.fee_pool = fee_pool;
         let market_id = market.id.clone();
-        for (id, leg) in [(&f.buyer, &buy), (&f.seller, &sell)] {
+        for leg in [&t.buy, &t.sell] {
             if !leg.funding_paid.is_zero() {
                 events.push(Event::FundingSettled {
-                    account: Id::from(id.as_str()),
+                    account: self.account_ids[leg.account as usize].clone(),
                     market: market_id.clone(),
                     amount: leg.funding_paid,
                 });
@@ -561,21 +697,37 @@ impl Engine {
         }
         events.push(Event::Filled {
             market: market_id,
-            buyer: Id::from(f.buyer.as_str()),
-            seller: Id::from(f.seller.as_str()),
-            size: f.size,
-            price: f.price,
-            notional: paid,
-            rounding,
-            buyer_fee: buy.fee,
-            seller_fee: sell.fee,
-            buyer_position: buy.patch.position.size,
-            seller_position: sell.patch.position.size,
-            buyer_realized_pnl: buy.realized,
-            seller_realized_pnl: sell.realized,
+            buyer: self.account_ids[t.buy.account as usize].clone(),
+            seller: self.account_ids[t.sell.account as usize].clone(),
+            size: t.size,
+            price: t.price,
+            notional: t.paid,
+            rounding: t.rounding,
+            buyer_fee: t.buy.fee,
+            seller_fee: t.sell.fee,
+            buyer_position: t.buy.patch.position.size,
+            seller_position: t.sell.patch.position.size,
+            buyer_realized_pnl: t.buy.realized,
+            seller_realized_pnl: t.sell.realized,
         });
-        self.commit_leg(&buy);
-        self.commit_leg(&sell);
+        for leg in [&t.buy, &t.sell] {
+            let account = &mut self.accounts[leg.account as usize];
+            account.set_cash(leg.bucket, leg.cash_after);
+            account.set_position(leg.bucket, leg.patch.market, leg.patch.position);
+            self.touched.push(key(leg.account, leg.bucket));
+        }
+        Ok(())
+    }
+
+    /// Trading fees of market `m`: its `insurance_fee_share` to its insurance fund, the rest to
+    /// the fee pool (the fund's share rounded down).
+    fn collect_trading_fees(&mut self, m: u32, fees: Quote) -> Result<(), Reject> {
+        let params = &self.markets[m as usize].params;
+        let to_fund = fees.mul_ratio_floor(params.insurance_fee_share)?;
+        let fee_pool = self.fee_pool.checked_add(fees.checked_sub(to_fund)?)?;
+        let f = self.fund_of_market(m);
+        self.insurance[f].receive(to_fund)?;
+        self.fee_pool = fee_pool;
         Ok(())
     }
 
@@ -623,13 +775,6 @@ impl Engine {
         }
     }
 
-    /// Write a checked leg into its account.
-    fn commit_leg(&mut self, leg: &Leg) {
-        let account = &mut self.accounts[leg.account as usize];
-        account.set_cash(leg.bucket, leg.cash_after);
-        account.set_position(leg.bucket, leg.patch.market, leg.patch.position);
-    }
-
     /// One funding period: the index moves by `rate × oracle price`; positions settle lazily.
     fn funding(&mut self, f: &Funding, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
         let m = self.market_idx(&f.market)? as usize;
@@ -663,6 +808,8 @@ impl Engine {
         let market = &mut self.markets[m];
         market.funding_index = funding_index;
         events.push(Event::FundingApplied { market: market.id.clone(), rate, index_price, funding_index });
+        // Funding moves every holder's equity: their triggers are re-filed after the command.
+        self.touched.extend(self.index.holders(m as u32));
         Ok(())
     }
 }
@@ -716,7 +863,7 @@ fn valid_id(id: &str) -> Result<(), Reject> {
 /// up, never iterated, so its order cannot reach an output; ids come from the venue, not from
 /// anonymous users, so hash flooding is not a concern.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl IdHasher {
     fn add(&mut self, word: u64) {
@@ -754,5 +901,6 @@ enum Total {
     Asset(u32, Size),
 }
 
+mod recovery;
 #[cfg(test)]
 mod tests;

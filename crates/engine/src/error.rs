@@ -78,6 +78,16 @@ pub enum Reject {
     Conflict(String),
     #[error("funding rate {rate} exceeds the market's max_rate {max}")]
     FundingRateTooLarge { rate: String, max: String },
+    #[error("unknown insurance fund '{0}'; create it with create_insurance_fund first (\"global\" is built in)")]
+    UnknownFund(String),
+    #[error("account '{account}' is not liquidatable: equity {equity} is not below its maintenance requirement {maintenance}")]
+    NotLiquidatable { account: String, equity: String, maintenance: String },
+    #[error("the liquidation of '{account}' in {market} already used this window's allowance; next window at {until}")]
+    Cooldown { account: String, market: String, until: u64 },
+    #[error("price {price} is worse than the limit {limit}")]
+    LimitBroken { price: String, limit: String },
+    #[error("liquidation fill refused: {0}")]
+    LiquidationFill(String),
     #[error("{field}: {reason}")]
     InvalidNumber { field: &'static str, reason: NumError },
     #[error("arithmetic overflow or out-of-range value ({0})")]

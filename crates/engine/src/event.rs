@@ -1,9 +1,10 @@
 //! Events: one for every state change, in the order the changes happen.
 
+use crate::adl::{AdlPolicy, SocialChannel};
 use crate::command::TransferTo;
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Id of an account, market or asset. Ids of up to 24 bytes are stored inline, so copying one
 /// into an event or comparing it in the id index touches no other memory.
@@ -99,4 +100,172 @@ pub enum Event {
         index_price: Price,
         funding_index: FundingIndex,
     },
+    InsuranceFundCreated {
+        fund: Id,
+    },
+    /// `amount` entered the fund from outside (counted in deposits).
+    InsuranceFunded {
+        fund: Id,
+        amount: Quote,
+        balance: Quote,
+    },
+    /// `account` became the backstop vault; `capital` is what its losses are measured from.
+    BackstopSet {
+        account: Id,
+        loss_cap: Quote,
+        capital: Quote,
+    },
+    /// A bucket fell below maintenance. `isolated` names the market of an isolated bucket.
+    LiquidationStarted {
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        equity: Quote,
+        maintenance: Quote,
+    },
+    /// An order for the venue's book: fill it with a `fill` carrying `"liquidation": true`, at
+    /// `limit` or better for the account, before `expires`.
+    LiquidationOrder {
+        order: u64,
+        account: Id,
+        market: Id,
+        side: OrderSide,
+        size: Size,
+        limit: Price,
+        expires: u64,
+    },
+    /// An order left the book: filled, expired (re-issued while still needed) or cancelled
+    /// (the liquidation ended); `unfilled` is what was left of it.
+    LiquidationOrderClosed {
+        order: u64,
+        account: Id,
+        market: Id,
+        reason: OrderClosed,
+        unfilled: Size,
+    },
+    /// A fill of a liquidation order. `insurance_fee` went to the insurance fund (dYdX's
+    /// insurance-fund delta); a fill worse than `bankruptcy_quote` instead draws the difference
+    /// from the funds (an `insurance_paid` event).
+    LiquidationFilled {
+        order: u64,
+        account: Id,
+        market: Id,
+        size: Size,
+        price: Price,
+        bankruptcy_quote: Quote,
+        insurance_fee: Quote,
+    },
+    /// An external liquidator took `size` of the account's position at `price` (the mark
+    /// less `discount` in the account's disfavour); `insurance_fee` went to the fund.
+    Liquidated {
+        liquidator: Id,
+        account: Id,
+        market: Id,
+        size: Size,
+        price: Price,
+        mark: Price,
+        discount: Ratio,
+        insurance_fee: Quote,
+    },
+    /// The backstop vault took the bucket's positions and margin; `absorbed` is the negative
+    /// equity it took on (a layer of the waterfall).
+    BackstopTakeover {
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        vault: Id,
+        equity: Quote,
+        absorbed: Quote,
+    },
+    /// An insurance fund paid part of a bankrupt bucket's deficit.
+    InsurancePaid {
+        fund: Id,
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        amount: Quote,
+        balance: Quote,
+    },
+    /// One winner closed `size` against the bankrupt account at the bankruptcy price.
+    Deleveraged {
+        market: Id,
+        account: Id,
+        counterparty: Id,
+        size: Size,
+        price: Price,
+    },
+    /// Summary of one deleveraging: `needed` is the bankrupt position, `closed` what was
+    /// matched against winners; `policy_closed` and `overshoot_notional` what the policy's own
+    /// rule selects (queues close whole positions) and its notional beyond `needed`.
+    AutoDeleveraged {
+        market: Id,
+        account: Id,
+        policy: AdlPolicy,
+        bankruptcy_price: Price,
+        needed: Size,
+        closed: Size,
+        policy_closed: Size,
+        overshoot_notional: Quote,
+        deficit_covered: Quote,
+    },
+    /// A deficit charged to `payers` accounts through `channel`; `unresolved` is what no
+    /// channel could take (it stays on the account).
+    SocializedLoss {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        market: Option<Id>,
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        channel: SocialChannel,
+        amount: Quote,
+        payers: u32,
+        unresolved: Quote,
+    },
+    /// One payer's part of a socialized loss.
+    LossCharged {
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        amount: Quote,
+    },
+    LiquidationEnded {
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        reason: LiquidationEnd,
+    },
+    /// A liquidation step could not be computed (an arithmetic bound); the bucket stays in
+    /// liquidation and is retried on the next step.
+    LiquidationSkipped {
+        account: Id,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderSide {
+    Buy,
+    Sell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderClosed {
+    Filled,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiquidationEnd {
+    /// Equity is back at or above the liquidation-end level.
+    Recovered,
+    /// The backstop vault took the bucket over.
+    TakenOver,
+    /// Every position is closed and the waterfall has settled any deficit.
+    Closed,
 }

@@ -1,8 +1,11 @@
 //! Perpetual markets: risk parameters (validated) and live state (oracle, funding index,
 //! open interest, volatility margin).
 
+use crate::adl::{AdlParams, SocialChannel};
 use crate::error::{check_range, ParamError};
+use crate::event::Id;
 use crate::funding::FundingParams;
+use crate::liquidation::LiquidationParams;
 use crate::margin::{OiScaling, Tier, TierTable, VolParams, VolState};
 use crate::num::{FundingIndex, NumResult, Price, Quote, Ratio, Round, Size};
 use crate::oracle::{OracleConfig, OracleFeed, Validity};
@@ -41,6 +44,24 @@ pub struct MarketParams {
     pub oracle: OracleConfig,
     #[serde(default)]
     pub funding: FundingParams,
+    /// Pacing, fees, backstop trigger and fillable price of liquidations.
+    #[serde(default)]
+    pub liquidation: LiquidationParams,
+    /// Auto-deleveraging policy of the waterfall.
+    #[serde(default)]
+    pub adl: AdlParams,
+    /// Who pays what the waterfall could not cover. Default `open_interest`.
+    #[serde(default)]
+    pub socialized_loss: SocialChannel,
+    /// Insurance fund (created by `create_insurance_fund`) that pays first for this market's
+    /// isolated positions and receives its fees; the global fund backs it. Default: the global
+    /// fund alone.
+    #[serde(default)]
+    pub insurance_segment: Option<Id>,
+    /// Share of this market's trading fees paid to its insurance fund instead of the fee pool.
+    /// Bounds: 0 ≤ insurance_fee_share ≤ 1. Default 0.
+    #[serde(default)]
+    pub insurance_fee_share: Ratio,
 }
 
 fn half() -> Ratio {
@@ -70,6 +91,15 @@ impl MarketParams {
         }
         self.oracle.validate()?;
         self.funding.validate()?;
+        self.liquidation.validate()?;
+        self.adl.validate()?;
+        check_range(
+            "insurance_fee_share",
+            self.insurance_fee_share,
+            Ratio::ZERO,
+            Ratio::ONE,
+            "0 ≤ insurance_fee_share ≤ 1",
+        )?;
         Ok(tiers)
     }
 }
@@ -77,7 +107,7 @@ impl MarketParams {
 /// A perpetual market and its live state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Market {
-    pub id: crate::event::Id,
+    pub id: Id,
     pub params: MarketParams,
     pub tiers: TierTable,
     pub feed: OracleFeed,
@@ -94,7 +124,7 @@ pub struct Market {
 }
 
 impl Market {
-    pub fn new(id: crate::event::Id, params: MarketParams, tiers: TierTable) -> Self {
+    pub fn new(id: Id, params: MarketParams, tiers: TierTable) -> Self {
         Market {
             id,
             params,
@@ -116,6 +146,16 @@ impl Market {
     /// Validity of the oracle at `now`.
     pub fn validity(&self, now: u64) -> Validity {
         self.feed.validity(&self.params.oracle, now)
+    }
+
+    /// The largest maintenance fraction the market can apply now: its top tier's, or the
+    /// volatility fraction when that is higher. Bounds how fast a short's requirement grows.
+    pub fn max_maintenance_fraction(&self) -> Ratio {
+        let tiers = self.tiers.maintenance_pieces().map(|(f, _)| f).max().unwrap_or(Ratio::ZERO);
+        match self.params.volatility_margin {
+            Some(_) => tiers.max(self.vol.fraction),
+            None => tiers,
+        }
     }
 
     /// Open interest in quote at `mark` (rounded up: it only ever raises requirements).

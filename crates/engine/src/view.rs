@@ -4,8 +4,10 @@
 
 use crate::account::{Account, Bucket, Position};
 use crate::asset::SETTLEMENT;
+use crate::detection::{key, Key};
 use crate::engine::{Engine, Totals};
 use crate::error::Reject;
+use crate::event::OrderSide;
 use crate::health::{position_liquidation_price, position_risk, Health};
 use crate::margin::TierRow;
 use crate::market::{Market, MarketParams};
@@ -22,8 +24,10 @@ pub struct StateView {
     /// SHA-256 of the canonical engine state; equal streams give equal hashes on any machine.
     pub state_hash: String,
     pub accounts: BTreeMap<String, AccountView>,
-    /// Insurance funds by segment (filled in by the liquidation layer).
+    /// Insurance fund balances by id (`global` and the segments).
     pub insurance_funds: BTreeMap<String, Quote>,
+    /// The backstop vault, when one is set.
+    pub backstop: Option<BackstopView>,
     pub markets: BTreeMap<String, MarketView>,
     pub assets: BTreeMap<String, AssetView>,
     pub fee_pool: Quote,
@@ -43,7 +47,38 @@ pub struct AccountView {
     pub maintenance_requirement: Quote,
     /// Cross-book equity below maintenance.
     pub liquidatable: bool,
+    /// The cross book's liquidation, while one is in progress.
+    pub liquidation: Option<LiquidationView>,
     pub positions: Vec<PositionView>,
+}
+
+/// A bucket's liquidation in progress.
+#[derive(Debug, Serialize)]
+pub struct LiquidationView {
+    /// When it fell below maintenance, and when a liquidation last moved part of it.
+    pub since: u64,
+    pub progress: u64,
+    /// Open liquidation orders.
+    pub orders: Vec<OrderView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub order: u64,
+    pub market: String,
+    pub side: OrderSide,
+    pub size: Size,
+    pub limit: Price,
+    pub expires: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackstopView {
+    pub account: String,
+    pub loss_cap: Quote,
+    pub capital: Quote,
+    /// `capital` − the vault's equity now, when positive.
+    pub loss: Quote,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +107,9 @@ pub struct PositionView {
     pub liquidation_price: Option<Price>,
     /// This position's bucket (its isolated margin, or the cross book) is below maintenance.
     pub liquidatable: bool,
+    /// An isolated position's liquidation, while one is in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liquidation: Option<LiquidationView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,14 +137,10 @@ pub struct AssetView {
     pub withdrawals: Size,
 }
 
-#[derive(Debug, Serialize)]
-pub struct TotalsView {
-    /// USDC deposited and withdrawn over the engine's life.
-    pub deposits: Quote,
-    pub withdrawals: Quote,
-    pub bad_debt: Quote,
-    pub socialized_loss: Quote,
-}
+/// USDC deposited and withdrawn over the engine's life (insurance top-ups count as deposits),
+/// and what the waterfall absorbed: `bad_debt` = `insurance_paid` + `backstop_absorbed` +
+/// `adl_covered` + `socialized_loss`.
+pub type TotalsView = Totals;
 
 impl Engine {
     /// SHA-256 of the canonical serialization of the engine state (hex).
@@ -119,8 +153,8 @@ impl Engine {
     /// The documented state view.
     pub fn view(&self) -> Result<StateView, Reject> {
         let mut accounts = BTreeMap::new();
-        for (id, account) in self.accounts() {
-            accounts.insert(id.to_string(), self.account_view(account)?);
+        for (i, (id, account)) in self.accounts().enumerate() {
+            accounts.insert(id.to_string(), self.account_view(i as u32, account)?);
         }
         let markets = self.markets().iter().map(|m| (m.id.to_string(), self.market_view(m))).collect();
         let mut assets = BTreeMap::new();
@@ -148,21 +182,54 @@ impl Engine {
                 },
             );
         }
-        let Totals { deposits, withdrawals } = self.totals();
+        let insurance_funds = self.insurance_funds().iter().map(|f| (f.id.to_string(), f.balance)).collect();
         Ok(StateView {
             seq: self.seq(),
             ts: self.now(),
             state_hash: self.state_hash(),
             accounts,
-            insurance_funds: BTreeMap::new(),
+            insurance_funds,
+            backstop: self.backstop_view()?,
             markets,
             assets,
             fee_pool: self.fee_pool(),
-            totals: TotalsView { deposits, withdrawals, bad_debt: Quote::ZERO, socialized_loss: Quote::ZERO },
+            totals: self.totals(),
         })
     }
 
-    fn account_view(&self, account: &Account) -> Result<AccountView, Reject> {
+    fn backstop_view(&self) -> Result<Option<BackstopView>, Reject> {
+        let Some(b) = self.backstop() else { return Ok(None) };
+        let (id, vault) = self.accounts().nth(b.account as usize).expect("the vault is an account");
+        let equity = self.health(vault, Bucket::Cross)?.equity;
+        Ok(Some(BackstopView {
+            account: id.to_string(),
+            loss_cap: b.loss_cap,
+            capital: b.capital,
+            loss: b.capital.checked_sub(equity)?.max(Quote::ZERO),
+        }))
+    }
+
+    /// The liquidation of bucket `k`, if one is in progress.
+    fn liquidation_view(&self, k: Key) -> Option<LiquidationView> {
+        let l = self.liquidation(k)?;
+        let orders = l
+            .markets
+            .iter()
+            .filter_map(|(m, p)| {
+                p.order.map(|o| OrderView {
+                    order: o.id,
+                    market: self.markets()[*m as usize].id.to_string(),
+                    side: o.side,
+                    size: o.remaining,
+                    limit: o.limit,
+                    expires: o.expires,
+                })
+            })
+            .collect();
+        Some(LiquidationView { since: l.since, progress: l.progress, orders })
+    }
+
+    fn account_view(&self, i: u32, account: &Account) -> Result<AccountView, Reject> {
         let h = self.health(account, Bucket::Cross)?;
         let mut balances = BTreeMap::new();
         balances.insert(SETTLEMENT.to_string(), account.cash.to_amount()?);
@@ -175,8 +242,11 @@ impl Engine {
         }
         // Isolated buckets are listed even when flat, so their margin is visible.
         for (m, iso) in &account.isolated {
-            let isolated_health = self.health(account, Bucket::Isolated(*m))?;
-            positions.push(self.position_view(*m, &iso.position, &isolated_health, Some(iso.margin))?);
+            let bucket = Bucket::Isolated(*m);
+            let isolated_health = self.health(account, bucket)?;
+            let mut view = self.position_view(*m, &iso.position, &isolated_health, Some(iso.margin))?;
+            view.liquidation = self.liquidation_view(key(i, bucket));
+            positions.push(view);
         }
         Ok(AccountView {
             balances,
@@ -186,6 +256,7 @@ impl Engine {
             liquidation_end_requirement: h.liquidation_end,
             maintenance_requirement: h.maintenance,
             liquidatable: h.is_liquidatable(),
+            liquidation: self.liquidation_view(key(i, Bucket::Cross)),
             positions,
         })
     }
@@ -218,6 +289,7 @@ impl Engine {
             maintenance_requirement: r.maintenance,
             liquidation_price: position_liquidation_price(market, pos, health)?,
             liquidatable: health.is_liquidatable(),
+            liquidation: None,
         })
     }
 
@@ -237,8 +309,8 @@ impl Engine {
     }
 
     /// Invariant 1 of DESIGN §3 for the settlement asset: the sum of cash (cross and
-    /// isolated), position cash legs, the fee pool and the funding pools equals deposits
-    /// minus withdrawals, exactly. Returns the difference (zero when conserved).
+    /// isolated, the backstop vault's included), position cash legs, the fee pool, the funding
+    /// pools and the insurance funds equals deposits minus withdrawals, exactly. Returns the difference (zero when conserved).
     pub fn conservation_error(&self) -> Result<Quote, crate::num::NumError> {
         let mut held = self.fee_pool();
         for (_, a) in self.accounts() {
@@ -252,6 +324,9 @@ impl Engine {
         }
         for m in self.markets() {
             held = held.checked_add(m.funding_pool)?;
+        }
+        for f in self.insurance_funds() {
+            held = held.checked_add(f.balance)?;
         }
         let net = self.totals().deposits.checked_sub(self.totals().withdrawals)?;
         held.checked_sub(net)

@@ -168,12 +168,24 @@ fn render(c: &TimedCommand) -> String {
                 .field("seller", &f.seller)
                 .field("size", f.size)
                 .field("price", f.price);
-            if f.taker == Side::Seller {
-                line.field("taker", f.taker)
+            let line = if f.taker == Side::Seller { line.field("taker", f.taker) } else { line };
+            if f.liquidation {
+                line.field("liquidation", true)
             } else {
                 line
             }
         }
+        Command::Liquidate(l) => line
+            .field("liquidator", &l.liquidator)
+            .field("account", &l.account)
+            .field("market", &l.market)
+            .field("size", l.size)
+            .field("limit", l.limit),
+        Command::CreateInsuranceFund { fund, params } => {
+            line.field("fund", fund).fields(params_map(params, &json!({"window_ms": 86_400_000}), &[]))
+        }
+        Command::FundInsurance { fund, amount } => line.field("fund", fund).field("amount", amount),
+        Command::SetBackstop { account, loss_cap } => line.field("account", account).field("loss_cap", loss_cap),
         Command::Funding(f) => line.field("market", &f.market).field("rate", f.rate).field("premium", f.premium),
         Command::Tick => line,
     }
@@ -678,6 +690,7 @@ fn market_params() -> BoxedStrategy<MarketParams> {
                     interest_band: Ratio::from_raw(band),
                     max_rate: Ratio::from_raw(max),
                 }),
+                ..defaults
             }
         })
         .boxed()
@@ -724,7 +737,7 @@ fn listing_name(
 fn create_market(s: &Model) -> BoxedStrategy<Step> {
     let names = listing_name(&MARKET_NAMES, |n| s.markets.iter().any(|m| m.id == n), &["BAD PERP", ""], 30);
     (ts_after(s.now), names, market_params())
-        .prop_map(|(ts, market, params)| step(ts, Command::CreateMarket { market, params }))
+        .prop_map(|(ts, market, params)| step(ts, Command::CreateMarket { market, params: Box::new(params) }))
         .boxed()
 }
 
@@ -845,7 +858,10 @@ fn fill_in(s: &Model, m: &MarketModel) -> BoxedStrategy<Step> {
     (ts_soon(s.now), counterparties(s), fill_size(m.price), fill_price(m.price), any::<bool>())
         .prop_map(move |(ts, (buyer, seller), size, price, seller_takes)| {
             let taker = if seller_takes { Side::Seller } else { Side::Buyer };
-            step(ts, Command::Fill(Fill { market: market.clone(), buyer, seller, size, price, taker }))
+            step(
+                ts,
+                Command::Fill(Fill { market: market.clone(), buyer, seller, size, price, taker, liquidation: false }),
+            )
         })
         .boxed()
 }
@@ -867,7 +883,10 @@ fn fill_against(s: &Model, account: &str, m: &MarketModel, size: i128) -> BoxedS
             let (buyer, seller) = if long { (other, account.clone()) } else { (account.clone(), other) };
             let taker = if seller_takes { Side::Seller } else { Side::Buyer };
             let size = Size::from_raw(raw);
-            step(ts, Command::Fill(Fill { market: market.clone(), buyer, seller, size, price, taker }))
+            step(
+                ts,
+                Command::Fill(Fill { market: market.clone(), buyer, seller, size, price, taker, liquidation: false }),
+            )
         })
         .boxed()
 }
@@ -1175,6 +1194,7 @@ fn probes(e: &Engine) -> Vec<TimedCommand> {
                 size: size_for(1_000_000_000, price.raw()),
                 price,
                 taker: Side::Buyer,
+                liquidation: false,
             }),
         });
         out.push(TimedCommand {

@@ -134,9 +134,15 @@ fn isolated_position_can_lose_only_its_own_collateral() {
     s.deposit_isolated(0, "alice", "1000", BTC);
     s.deposit(0, "mm", "1000000");
     s.fill(1, BTC, "alice", "mm", "1", "10000");
-    s.price(2, BTC, "8000");
-    let iso = s.health("alice", Bucket::Isolated(0));
-    assert_eq!(iso.equity, q("-1000"), "the isolated position is underwater");
+    // At 8,000 the isolated position is 1,000 underwater. With no insurance, the waterfall
+    // deleverages the winning short at the bankruptcy price; the cross book pays nothing.
+    let events = s.ok(r#"{"ts":2,"cmd":"oracle","market":"BTC-PERP","source":"s1","price":"8000"}"#);
+    let started = events.iter().find_map(|e| match e {
+        Event::LiquidationStarted { equity, isolated: Some(_), .. } => Some(*equity),
+        _ => None,
+    });
+    assert_eq!(started, Some(q("-1000")), "the isolated position is underwater");
+    assert_eq!(s.health("alice", Bucket::Isolated(0)).equity, Quote::ZERO, "deleveraged to zero equity");
     let cross = s.cross_health("alice");
     assert_eq!(cross.equity, q("10000"), "the cross book does not see the isolated loss");
     s.ok(r#"{"ts":3,"cmd":"withdraw","account":"alice","asset":"USDC","amount":"10000"}"#);
