@@ -1211,3 +1211,6 @@ fn more_underwater(a: &Health, b: &Health) -> Ordering {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
