@@ -340,6 +340,7 @@ impl Engine {
             let amount = usdc_amount(d.amount)?;
             let bucket = match &d.isolated {
                 Some(market) => {
+                    self.check_not_vault(&d.account)?;
                     let m = self.market_idx(market)?;
                     if account.cross_position(m).is_some() {
                         return Err(cross_position_conflict(&d.account, market));
@@ -467,6 +468,7 @@ impl Engine {
         let mut account = self.accounts[i as usize].clone();
         let (from, to) = match t.to {
             TransferTo::Isolated => {
+                self.check_not_vault(&t.account)?;
                 if account.cross_position(m).is_some() {
                     return Err(cross_position_conflict(&t.account, &t.market));
                 }

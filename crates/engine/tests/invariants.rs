@@ -20,11 +20,16 @@
 //! line per command, ready for a plain `#[test]` or `ballast replay`; its seed is kept under
 //! `proptest-regressions/invariants/` and replayed first on every run.
 
+use ballast_engine::account::Bucket;
+use ballast_engine::adl::{AdlParams, AdlPolicy, SocialChannel};
 use ballast_engine::asset::AssetParams;
 use ballast_engine::command::{
-    Deposit, Fill, Funding, OraclePrice, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
+    Deposit, Fill, Funding, Liquidate, OraclePrice, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
 };
+use ballast_engine::detection::key;
+use ballast_engine::event::OrderSide;
 use ballast_engine::funding::FundingParams;
+use ballast_engine::liquidation::LiquidationParams;
 use ballast_engine::margin::{OiScaling, Tier, VolParams};
 use ballast_engine::market::MarketParams;
 use ballast_engine::num::{Price, Quote, Ratio, Size};
@@ -226,6 +231,31 @@ fn check_state(e: &Engine, ctx: &dyn fmt::Display) {
         assert_eq!(long, short, "{}: Σ long != Σ short after {ctx}", market.id);
         assert_eq!(long, market.open_interest, "{}: open interest != Σ long after {ctx}", market.id);
     }
+    // 5. Recovery: every bucket below maintenance was detected (the index misses nothing), and
+    // a bucket with negative equity is in liquidation, its deficit still being resolved; the
+    // waterfall's channels add up to the bad debt.
+    let liquidating: Vec<u64> = e.liquidations().map(|(k, _)| k).collect();
+    for k in e.scan_liquidatable() {
+        assert!(liquidating.binary_search(&k).is_ok(), "bucket {k:#x} below maintenance but not detected after {ctx}");
+    }
+    for (i, (id, account)) in e.accounts().enumerate() {
+        let buckets = std::iter::once(Bucket::Cross).chain(account.isolated.iter().map(|(m, _)| Bucket::Isolated(*m)));
+        for bucket in buckets {
+            let Ok(h) = e.health(account, bucket) else { continue };
+            let k = key(i as u32, bucket);
+            assert!(
+                !h.equity.is_negative() || liquidating.binary_search(&k).is_ok(),
+                "{id} {bucket:?}: equity {} left unresolved after {ctx}",
+                h.equity
+            );
+        }
+    }
+    let t = e.totals();
+    let channels = [t.insurance_paid, t.backstop_absorbed, t.adl_covered, t.socialized_loss]
+        .into_iter()
+        .try_fold(Quote::ZERO, |a, b| a.checked_add(b))
+        .expect("sum of channels");
+    assert_eq!(channels, t.bad_debt, "bad debt is not the sum of its channels after {ctx}");
     // Account shape: a market's position lives in exactly one bucket, flat cross positions and
     // empty collateral entries are removed.
     for (id, account) in e.accounts() {
@@ -302,6 +332,8 @@ const ONE: i64 = Ratio::ONE_RAW;
 #[derive(Clone, Debug)]
 struct MarketModel {
     id: String,
+    /// Initial margin fraction, raw (markets only).
+    initial: i64,
     /// Source ids to quote from (the configured ones, or two ad-hoc ids).
     sources: Vec<String>,
     max_age_ms: u64,
@@ -338,6 +370,7 @@ impl MarketModel {
     fn unknown(id: &str) -> MarketModel {
         MarketModel {
             id: id.into(),
+            initial: 0,
             sources: vec!["s1".into()],
             max_age_ms: 60_000,
             min_sources: 1,
@@ -356,6 +389,8 @@ struct Model {
     markets: Vec<MarketModel>,
     assets: Vec<MarketModel>,
     funded: Vec<String>,
+    /// USDC deposited per funded account, raw (what a leveraged fill is sized from).
+    deposited: Vec<(String, i128)>,
     isolated: Vec<(String, String)>,
     positions: Vec<(String, String, i128)>,
 }
@@ -374,6 +409,7 @@ fn feed_model(id: &str, oracle: &OracleConfig) -> MarketModel {
     let min_sources = oracle.min_sources as usize;
     MarketModel {
         id: id.to_string(),
+        initial: 0,
         sources,
         max_age_ms: oracle.max_age_ms,
         min_sources,
@@ -644,8 +680,9 @@ fn market_params() -> BoxedStrategy<MarketParams> {
         vol,
         prop::option::weighted(0.35, oracle_config()),
         funding,
+        recovery_params(),
     )
-        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding)| {
+        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding, recovery)| {
             let im = (mm + mm * extra / 1_000).min(ONE);
             // One in forty: maintenance above initial, an invalid listing.
             let (im, mm) = if invalid == 0 { (mm, im + 1) } else { (im, mm) };
@@ -690,9 +727,49 @@ fn market_params() -> BoxedStrategy<MarketParams> {
                     interest_band: Ratio::from_raw(band),
                     max_rate: Ratio::from_raw(max),
                 }),
+                liquidation: recovery.0,
+                adl: recovery.1,
+                socialized_loss: recovery.2,
+                insurance_fee_share: recovery.3,
                 ..defaults
             }
         })
+        .boxed()
+}
+
+/// Liquidation pacing (small thresholds so pacing binds), every ADL policy with or without a
+/// profit cap or ADL at all, every socialized-loss channel, a share of fees to the fund.
+fn recovery_params() -> BoxedStrategy<(LiquidationParams, AdlParams, SocialChannel, Ratio)> {
+    let policy = select(vec![
+        AdlPolicy::ProRata,
+        AdlPolicy::LeverageWeightedProRata,
+        AdlPolicy::Bitmex,
+        AdlPolicy::Binance,
+        AdlPolicy::Hyperliquid,
+    ]);
+    let channel = select(vec![SocialChannel::OpenInterest, SocialChannel::Winners, SocialChannel::Depositors]);
+    (
+        (log_raw(6, 12), 1_000_000i64..=ONE, select(vec![1_000u64, 30_000]), select(vec![500u64, 3_000])),
+        (0i64..=ONE, select(vec![1_000u64, 60_000])),
+        (any::<bool>(), policy, prop::option::weighted(0.3, 10_000_000i64..=ONE)),
+        channel,
+        prop::option::weighted(0.3, 0i64..=ONE),
+    )
+        .prop_map(
+            |((threshold, fraction, window, ttl), (backstop, timeout), (enabled, policy, cap), channel, share)| {
+                let liquidation = LiquidationParams {
+                    partial_threshold: Quote::from_raw(threshold),
+                    max_fraction_per_window: Ratio::from_raw(fraction),
+                    window_ms: window,
+                    order_ttl_ms: ttl,
+                    backstop_threshold: Ratio::from_raw(backstop),
+                    backstop_timeout_ms: timeout,
+                    ..LiquidationParams::default()
+                };
+                let adl = AdlParams { enabled, policy, profit_cap: cap.map(Ratio::from_raw) };
+                (liquidation, adl, channel, Ratio::from_raw(share.unwrap_or(0)))
+            },
+        )
         .boxed()
 }
 
@@ -833,6 +910,27 @@ fn quote(s: &Model, target: &MarketModel, is_asset: bool) -> BoxedStrategy<Step>
         .boxed()
 }
 
+/// A crash or a squeeze: one source of a priced market quotes 15–50% away, at the command's time.
+fn crash(s: &Model) -> Option<BoxedStrategy<Step>> {
+    let markets: Vec<MarketModel> = s.markets.iter().filter(|m| m.price > 0).cloned().collect();
+    if markets.is_empty() {
+        return None;
+    }
+    let factor = prop_oneof![500_000i64..=850_000, 1_150_000i64..=1_600_000];
+    Some(
+        (ts_after(s.now), select(markets), factor)
+            .prop_map(|(ts, m, f)| {
+                let price = Price::from_raw(scale(m.price, f, 1_000_000));
+                let source = m.sources[0].clone();
+                step(
+                    ts,
+                    Command::Oracle(OraclePrice { market: Some(m.id), asset: None, source, price, publish_ts: None }),
+                )
+            })
+            .boxed(),
+    )
+}
+
 fn oracle(s: &Model) -> BoxedStrategy<Step> {
     let mut arms: Vec<(u32, BoxedStrategy<Step>)> = Vec::new();
     // Feeds below quorum (as far as the model knows) get quoted more often.
@@ -891,6 +989,29 @@ fn fill_against(s: &Model, account: &str, m: &MarketModel, size: i128) -> BoxedS
         .boxed()
 }
 
+/// A fill that opens near an account's leverage limit (from what it deposited) against the
+/// best-funded account, so that the crashes of the price walk liquidate someone.
+fn leveraged_fill(s: &Model) -> Option<BoxedStrategy<Step>> {
+    let markets: Vec<MarketModel> = s.markets.iter().filter(|m| m.price > 0 && m.initial > 0).cloned().collect();
+    let deep = s.deposited.iter().max_by_key(|(_, d)| *d)?.0.clone();
+    let traders: Vec<(String, i128)> = s.deposited.iter().filter(|(a, _)| *a != deep).cloned().collect();
+    if markets.is_empty() || traders.is_empty() {
+        return None;
+    }
+    Some(
+        (ts_soon(s.now), select(markets), select(traders), 300i128..=950, any::<bool>())
+            .prop_map(move |(ts, m, (trader, deposit), per_mille, long)| {
+                // notional = deposit × leverage, leverage = per_mille/1000 of 1/initial.
+                let notional = deposit * per_mille * i128::from(ONE) / 1_000 / i128::from(m.initial);
+                let size = size_for(notional, m.price);
+                let (buyer, seller) = if long { (trader, deep.clone()) } else { (deep.clone(), trader) };
+                let (market, price, taker) = (m.id.clone(), Price::from_raw(m.price), Side::Buyer);
+                step(ts, Command::Fill(Fill { market, buyer, seller, size, price, taker, liquidation: false }))
+            })
+            .boxed(),
+    )
+}
+
 fn fill(s: &Model) -> BoxedStrategy<Step> {
     let mut arms: Vec<(u32, BoxedStrategy<Step>)> = Vec::new();
     for m in &s.markets {
@@ -909,6 +1030,9 @@ fn fill(s: &Model) -> BoxedStrategy<Step> {
         }
     }
     arms.push((1, fill_in(s, &MarketModel::unknown("DOGE-PERP"))));
+    if let Some(leveraged) = leveraged_fill(s) {
+        arms.push((6, leveraged));
+    }
     Union::new_weighted(arms).boxed()
 }
 
@@ -943,6 +1067,36 @@ fn funding(s: &Model) -> BoxedStrategy<Step> {
 
 fn tick(s: &Model) -> BoxedStrategy<Step> {
     ts_after(s.now).prop_map(|ts| step(ts, Command::Tick)).boxed()
+}
+
+/// A liquidator takes over part of a position, mostly of an account that holds one.
+fn liquidate(s: &Model) -> BoxedStrategy<Step> {
+    let targets: Vec<(String, String)> =
+        s.positions.iter().filter(|p| p.2 != 0).map(|(a, m, _)| (a.clone(), m.clone())).collect();
+    let target = if targets.is_empty() {
+        (account_name(s), market_name(s)).boxed()
+    } else {
+        prop_oneof![4 => select(targets), 1 => (account_name(s), market_name(s))].boxed()
+    };
+    let limit = prop::option::weighted(0.3, select(START_PRICES.to_vec()).prop_map(Price::from_raw));
+    (ts_soon(s.now), account_name(s), target, log_raw(4, 9), limit)
+        .prop_map(|(ts, liquidator, (account, market), size, limit)| {
+            step(ts, Command::Liquidate(Liquidate { liquidator, account, market, size: Size::from_raw(size), limit }))
+        })
+        .boxed()
+}
+
+fn fund_insurance(s: &Model) -> BoxedStrategy<Step> {
+    let fund = select(strings(&["global", "global", "global", "nofund"]));
+    (ts_soon(s.now), fund, usdc_amount())
+        .prop_map(|(ts, fund, amount)| step(ts, Command::FundInsurance { fund, amount }))
+        .boxed()
+}
+
+fn set_backstop(s: &Model) -> BoxedStrategy<Step> {
+    (ts_soon(s.now), account_name(s), log_raw(6, 13))
+        .prop_map(|(ts, account, cap)| step(ts, Command::SetBackstop { account, loss_cap: Quote::from_raw(cap) }))
+        .boxed()
 }
 
 struct EngineMachine;
@@ -997,7 +1151,13 @@ impl ReferenceStateMachine for EngineMachine {
                 fill(s),
             ));
             arms.push((2, funding(s)));
+            arms.push((3, liquidate(s)));
         }
+        if let Some(crash) = crash(s).filter(|_| !s.positions.is_empty()) {
+            arms.push((5, crash));
+        }
+        arms.push((2, fund_insurance(s)));
+        arms.push((1, set_backstop(s)));
         Union::new_weighted(arms).boxed()
     }
 
@@ -1018,6 +1178,7 @@ impl ReferenceStateMachine for EngineMachine {
             {
                 let mut m = feed_model(market, &params.oracle);
                 m.max_rate = params.funding.max_rate.raw();
+                m.initial = params.initial_margin.raw();
                 s.markets.push(m);
             }
             Command::Deposit(d) => {
@@ -1025,6 +1186,11 @@ impl ReferenceStateMachine for EngineMachine {
                 if d.asset == "USDC" && d.amount.is_positive() && whole_micros && valid_id(&d.account) {
                     if !s.funded.contains(&d.account) {
                         s.funded.push(d.account.clone());
+                    }
+                    let micros = d.amount.raw() / 100;
+                    match s.deposited.iter_mut().find(|(a, _)| *a == d.account) {
+                        Some(e) => e.1 += micros,
+                        None => s.deposited.push((d.account.clone(), micros)),
                     }
                     if let Some(m) = &d.isolated {
                         let pair = (d.account.clone(), m.clone());
@@ -1113,7 +1279,42 @@ impl StateMachineTest for EngineMachine {
         let n = sut.checked.events.len();
         let result = sut.checked.apply(&cmd, &Ctx(sut.log.len(), &line));
         let events = sut.checked.events[n..].to_vec();
+        let ts = cmd.ts;
         sut.log.push(Record { cmd, result, events });
+        // The venue: take every new liquidation order with the best-funded other account —
+        // through the book at the order's limit (whole or half), or, for every third order, by
+        // that account as an external liquidator — and log those commands like any other.
+        let mut k = 0;
+        while k < sut.log.last().map_or(0, |r| r.events.len()) {
+            let order = match &sut.log.last().expect("logged").events[k] {
+                Event::LiquidationOrder { order, account, market, side, size, limit, .. } => {
+                    Some((*order, account.to_string(), market.to_string(), *side, *size, *limit))
+                }
+                _ => None,
+            };
+            k += 1;
+            let Some((order, account, market, side, size, price)) = order else { continue };
+            let Some(deep) = best_funded(&sut.checked.engine, &account) else { continue };
+            let cmd = if order % 3 == 2 {
+                let limit = None;
+                Command::Liquidate(Liquidate { liquidator: deep, account, market, size, limit })
+            } else {
+                let size = if order % 3 == 0 { size } else { Size::from_raw((size.raw() / 2).max(1)) };
+                let (buyer, seller) = match side {
+                    OrderSide::Sell => (deep, account),
+                    OrderSide::Buy => (account, deep),
+                };
+                Command::Fill(Fill { market, buyer, seller, size, price, taker: Side::Buyer, liquidation: true })
+            };
+            let cmd = TimedCommand { ts, cmd };
+            let line = render(&cmd);
+            assert_eq!(parse_line(&line).as_ref(), Ok(&cmd), "decoding {line}");
+            let n = sut.checked.events.len();
+            let result = sut.checked.apply(&cmd, &Ctx(sut.log.len(), &line));
+            let events = sut.checked.events[n..].to_vec();
+            sut.log.push(Record { cmd, result, events });
+            k = 0;
+        }
         sut
     }
 
@@ -1159,6 +1360,14 @@ impl StateMachineTest for EngineMachine {
         }
         assert_eq!(original.state_hash(), copy.state_hash(), "the probes left a restored engine in another state");
     }
+}
+
+/// The account with the most cross-book USDC other than `except` (ties to the smaller id).
+fn best_funded(e: &Engine, except: &str) -> Option<String> {
+    e.accounts()
+        .filter(|(id, a)| id.as_str() != except && a.cash.is_positive())
+        .max_by(|(ia, a), (ib, b)| a.cash.cmp(&b.cash).then(ib.cmp(ia)))
+        .map(|(id, _)| id.to_string())
 }
 
 /// Further commands for the round-trip check, built from the engine's own state.

@@ -117,7 +117,8 @@ impl Liquidation {
     /// The earliest time something is due without a price move: an order expiring, the
     /// backstop timeout, a pacing window reopening.
     fn deadline(&self, markets: &[crate::market::Market], backstop: bool) -> u64 {
-        let mut due = u64::MAX;
+        // Started but not acted on yet: due at once.
+        let mut due = if self.markets.is_empty() { self.since } else { u64::MAX };
         for (m, p) in &self.markets {
             let params = &markets[*m as usize].params.liquidation;
             due = due.min(match p.order {
@@ -177,6 +178,13 @@ impl Engine {
         let i = self.account_idx(id)?;
         if self.liquidations.keys().any(|&k| unkey(k).0 == i) {
             return Err(Reject::Conflict(format!("account '{id}' is being liquidated; it cannot be the backstop")));
+        }
+        // Takeovers land in the vault's cross book; an isolated bucket in the same market
+        // would split a market's position across two buckets.
+        if !self.accounts[i as usize].isolated.is_empty() {
+            return Err(Reject::Conflict(format!(
+                "account '{id}' has isolated positions; the backstop vault must be a cross-margin account"
+            )));
         }
         let capital = self.health(&self.accounts[i as usize], Bucket::Cross)?.equity;
         self.backstop = Some(Backstop { account: i, loss_cap, capital });
@@ -459,10 +467,14 @@ impl Engine {
             for k in keys {
                 let Ok(h) = self.health_of_key(k) else { continue };
                 let liquidating = self.liquidations.contains_key(&k);
-                if (liquidating || h.is_liquidatable()) && !stepped.contains(&k) {
+                if !(liquidating || h.is_liquidatable()) {
+                    self.refile(k, &h);
+                } else if !stepped.contains(&k) {
                     due.push((h, k));
                 } else if !liquidating {
-                    self.refile(k, &h);
+                    // Pushed back under by another bucket's step after its own: its liquidation
+                    // starts now and acts on the next command.
+                    self.start_liquidation(k, &h, events);
                 }
             }
             due.sort_by(|(ha, ka), (hb, kb)| more_underwater(ha, hb).then_with(|| self.key_order(*ka, *kb)));
@@ -682,7 +694,10 @@ impl Engine {
             if h.equity.is_negative() {
                 self.socialize(k, h.equity.checked_neg()?, events)?;
             }
-            self.end_liquidation(k, LiquidationEnd::Closed, events);
+            // What no channel could take keeps the bucket in liquidation: it is retried.
+            if !self.health_of_key(k)?.equity.is_negative() {
+                self.end_liquidation(k, LiquidationEnd::Closed, events);
+            }
             return Ok(());
         }
         if h.equity >= h.liquidation_end {
@@ -806,7 +821,7 @@ impl Engine {
             let index = market.funding_index;
             let owed = pos.funding_owed(index)?;
             account.add_cash(bucket, owed.checked_neg()?)?;
-            let vb = vault.bucket_for(m);
+            let vb = Bucket::Cross;
             let mut held = vault.position(vb, m);
             let vault_owed = held.funding_owed(index)?;
             held.funding_index = index;
@@ -1035,6 +1050,9 @@ impl Engine {
             }
         }
         let (channel, payers) = chosen;
+        if payers.is_empty() {
+            return Ok(());
+        }
         let capacity = match channel {
             SocialChannel::Depositors => {
                 payers.iter().try_fold(Quote::ZERO, |s, &(_, w)| s.checked_add(Quote::from_raw(w)))?
@@ -1139,6 +1157,16 @@ impl Engine {
     /// The fund that receives market `m`'s fees and pays first for its isolated positions.
     pub(super) fn fund_of_market(&self, m: u32) -> usize {
         self.markets[m as usize].params.insurance_segment.as_deref().and_then(|s| self.fund_idx(s).ok()).unwrap_or(0)
+    }
+
+    /// The backstop vault keeps everything in its cross book (see [`Engine::set_backstop`]).
+    pub(super) fn check_not_vault(&self, account: &str) -> Result<(), Reject> {
+        match self.backstop {
+            Some(b) if &*self.account_ids[b.account as usize] == account => Err(Reject::Conflict(format!(
+                "account '{account}' is the backstop vault; it holds no isolated positions"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Check that `create_market` names an existing insurance segment.
