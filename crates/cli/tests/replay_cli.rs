@@ -124,3 +124,59 @@ fn malformed_lines_are_reported_and_skipped() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 accepted, 2 rejected"));
 }
+
+/// The event names of `events`, without the ones every story has.
+fn recovery_events(events: &[Value]) -> Vec<String> {
+    let steps = [
+        "liquidation_started",
+        "liquidation_order",
+        "liquidation_filled",
+        "insurance_paid",
+        "deleveraged",
+        "auto_deleveraged",
+        "socialized_loss",
+        "loss_charged",
+        "liquidation_ended",
+    ];
+    events.iter().map(|e| e["event"].as_str().unwrap().to_string()).filter(|e| steps.contains(&e.as_str())).collect()
+}
+
+/// One story per layer of the waterfall; each ends with the account clear of debt and the
+/// totals naming the layer that absorbed it.
+#[test]
+fn a_story_for_each_layer_of_the_waterfall() {
+    let (events, state) = replay("liquidation-book");
+    let expected = [
+        "liquidation_started",
+        "liquidation_order",
+        "liquidation_filled",
+        "liquidation_order",
+        "liquidation_filled",
+        "liquidation_ended",
+    ];
+    assert_eq!(recovery_events(&events), expected, "partial: two orders, then recovered");
+    assert_eq!(state["totals"]["bad_debt"], "0");
+    assert_eq!(state["insurance_funds"]["global"], "254.132367", "the two fills' insurance fees");
+
+    let (events, state) = replay("liquidation-insurance");
+    assert_eq!(events.iter().filter(|e| e["event"] == "insurance_paid").count(), 2, "the gap, then the fill");
+    assert_eq!(state["totals"]["insurance_paid"], "4225", "1,000 below zero + 3,225 filled below bankruptcy");
+    assert_eq!(state["insurance_funds"]["global"], "95775");
+
+    let (events, state) = replay("liquidation-adl");
+    let deleveraged: Vec<_> = events.iter().filter(|e| e["event"] == "deleveraged").collect();
+    assert_eq!(deleveraged.len(), 2);
+    assert_eq!((deleveraged[0]["size"].as_str(), deleveraged[1]["size"].as_str()), (Some("0.75"), Some("0.25")));
+    assert!(deleveraged.iter().all(|e| e["price"] == "55099"), "54,999 of USDC + 100 from the fund");
+    assert_eq!(
+        (state["totals"]["insurance_paid"].as_str(), state["totals"]["adl_covered"].as_str()),
+        (Some("100"), Some("901"))
+    );
+
+    let (events, state) = replay("liquidation-socialized");
+    assert!(!events.iter().any(|e| e["event"] == "deleveraged"), "ADL is disabled in this market");
+    let charged: Vec<_> = events.iter().filter(|e| e["event"] == "loss_charged").map(|e| e["amount"].clone()).collect();
+    assert_eq!(charged, ["2112.5", "2112.5"], "mm and bob hold the open interest 3:3");
+    assert_eq!(state["totals"]["socialized_loss"], "4225");
+    assert_eq!(state["accounts"]["alice"]["positions"][0]["equity"], "0");
+}

@@ -563,6 +563,53 @@ pub fn funding_delta_for_loss(loss: Quote, long_oi: Size, short_oi: Size) -> Num
     Ok(FundingIndex::from_raw(mul_div(loss, pow10(SCALE), oi.raw(), Round::Ceil)?))
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. Policy studies
+// ---------------------------------------------------------------------------------------------
+
+/// A book of short winners reproducing one ADL wave of 10 Oct 2025 from its aggregates
+/// (data/adl-2025-10-10: `budget_needed` B, `budget_prod` H, `total_cap`), for comparing
+/// policies on it. Position-level data is not public, so the book is built: a bankrupt long at
+/// `mark` with bankruptcy price `mark + 1`, so each unit closed moves $1 from a winner and sizes
+/// in base equal USD of haircut, and ten short winners (entry 1.2 × mark) holding `total_cap`.
+/// The three top-ranked (leverage 10, 9, 8) hold H — two of 0.4·B each and the third the rest
+/// — and seven lower-ranked (leverage 7..1) share `total_cap − H` by weights 7..1. A
+/// whole-position queue then closes exactly H (its overshoot is H − B) and pro-rata exactly
+/// min(B, total_cap). Needs B ≤ H ≤ total_cap (the waves where the queue overshot); `None`
+/// otherwise.
+pub fn wave_book(needed: Size, taken: Size, total_cap: Size, mark: Price) -> Option<Vec<Candidate>> {
+    if needed > taken || taken > total_cap || !needed.is_positive() || !mark.is_positive() {
+        return None;
+    }
+    let top = needed.mul_div(Size::from_raw(40_000_000), Size::ONE, Round::Floor).ok()?;
+    let third = taken.checked_sub(top).ok()?.checked_sub(top).ok()?;
+    let weights: Vec<(u32, i128)> = (1..=7).map(|k| (k, i128::from(8 - k))).collect();
+    let rest = largest_remainder(total_cap.checked_sub(taken).ok()?.raw(), &weights).ok()?;
+    let mut sizes = vec![top, top, third];
+    sizes.extend(rest.into_iter().map(|(_, s)| Size::from_raw(s)));
+    let entry = mark.scale(Ratio::from_raw(120_000_000), Round::Floor).ok()?;
+    let mut book = Vec::with_capacity(sizes.len());
+    for (i, s) in sizes.into_iter().enumerate() {
+        let size = s.checked_neg().ok()?;
+        let notional = s.notional(mark, Round::Floor).ok()?;
+        let equity = Quote::from_raw(notional.raw() / (10 - i as i128));
+        let unrealized_pnl =
+            size.value_at(mark, Round::Floor).ok()?.checked_sub(size.value_at(entry, Round::Floor).ok()?).ok()?;
+        let collateral = equity.checked_sub(unrealized_pnl).ok()?;
+        let maintenance = s.notional(mark, Round::Ceil).ok()?.mul_ratio_ceil(Ratio::from_raw(1_000_000)).ok()?;
+        book.push(Candidate {
+            id: i as u32 + 1,
+            size,
+            entry_price: entry,
+            equity,
+            collateral,
+            maintenance,
+            unrealized_pnl,
+        });
+    }
+    Some(book)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,13 +867,7 @@ mod tests {
     /// @ aae0be8, MIT licence, © 2025 T. Chitra, V. Xu, N. Thogiti, M. Trujillo (T. Chitra,
     /// "Autodeleveraging: Impossibilities and Optimization", arXiv 2512.01112).
     ///
-    /// Construction (position-level winner data is not in the dataset): a bankrupt long at mark
-    /// $100 with bankruptcy price $101, so each unit closed moves $1 from a winner and sizes in
-    /// base equal USD of haircut; `needed` = B. Ten short winners (entry $120) hold the wave's
-    /// total capacity: the three top-ranked (leverage 10, 9, 8) hold what the production queue
-    /// took, H — two of 0.4·B each and the third the rest of H — and seven lower-ranked
-    /// (leverage 7..1) share total_cap − H by weights 7..1. A whole-position queue then closes
-    /// exactly H, so its overshoot is the CSV's H − B; pro-rata closes exactly min(B, total_cap).
+    /// Books: [`wave_book`].
     const WAVES: [(u32, &str, &str, &str, &str); 3] = [
         // (wave, B = budget_needed, H = budget_prod, H − B = overshoot_prod, total_cap)
         (7, "8055.871928", "8995.085465", "939.213537", "48764.420238"),
@@ -834,34 +875,12 @@ mod tests {
         (13, "5584123.653721", "38449033.213866", "32864909.560145", "643417039.330521"),
     ];
 
-    fn wave_book(b: Size, h: Size, total_cap: Size, mark: Price) -> Vec<Candidate> {
-        let top = b.mul_div(sz("0.4"), Size::ONE, Round::Floor).unwrap();
-        let third = h.checked_sub(top).unwrap().checked_sub(top).unwrap();
-        let rest = largest_remainder(
-            total_cap.checked_sub(h).unwrap().raw(),
-            &(1..=7).map(|k| (k, i128::from(8 - k))).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let mut sizes = vec![top, top, third];
-        sizes.extend(rest.into_iter().map(|(_, s)| Size::from_raw(s)));
-        sizes
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let lev = 10 - i as i128;
-                let notional = s.notional(mark, Round::Floor).unwrap();
-                let equity = Quote::from_raw(notional.raw() / lev);
-                short(i as u32 + 1, &s.to_string(), "120", &equity.to_string(), mark)
-            })
-            .collect()
-    }
-
     #[test]
     fn queue_overshoots_where_pro_rata_does_not_on_the_10_oct_2025_waves() {
         let (mark, bp) = (px("100"), px("101"));
         for (wave, b, h, over, cap) in WAVES {
             let (b, h, cap) = (sz(b), sz(h), sz(cap));
-            let book = wave_book(b, h, cap, mark);
+            let book = wave_book(b, h, cap, mark).unwrap();
             let total: Size = book.iter().fold(Size::ZERO, |acc, c| acc.checked_add(c.size.abs().unwrap()).unwrap());
             assert_eq!(total, cap, "wave {wave}");
             for policy in [AdlPolicy::Bitmex, AdlPolicy::Hyperliquid] {

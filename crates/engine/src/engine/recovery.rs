@@ -668,11 +668,11 @@ impl Engine {
     }
 
     fn liquidation_actions(&mut self, k: Key, h: Health, events: &mut Vec<Event>) -> Result<(), Reject> {
-        if h.equity >= h.liquidation_end {
+        let ranked = self.ranked_positions(k)?;
+        if !ranked.is_empty() && h.equity >= h.liquidation_end {
             self.end_liquidation(k, LiquidationEnd::Recovered, events);
             return Ok(());
         }
-        let ranked = self.ranked_positions(k)?;
         let now = self.now;
         if ranked.iter().any(|(m, _, _)| check_oracle(&self.markets[*m as usize], now, Action::Liquidate).is_err()) {
             return Ok(());
