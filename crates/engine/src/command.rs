@@ -30,6 +30,7 @@ pub enum Command {
     Fill(Fill),
     Funding(Funding),
     Tick,
+    SettleMarket(SettleMarket),
 }
 
 impl Command {
@@ -45,13 +46,24 @@ impl Command {
             Command::Fill(_) => "fill",
             Command::Funding(_) => "funding",
             Command::Tick => "tick",
+            Command::SettleMarket(_) => "settle_market",
         }
     }
 }
 
 /// Every command name, in the order docs/commands.md lists them.
-pub const COMMAND_NAMES: [&str; 9] =
-    ["create_asset", "create_market", "deposit", "withdraw", "transfer_margin", "oracle", "fill", "funding", "tick"];
+pub const COMMAND_NAMES: [&str; 10] = [
+    "create_asset",
+    "create_market",
+    "deposit",
+    "withdraw",
+    "transfer_margin",
+    "oracle",
+    "fill",
+    "funding",
+    "tick",
+    "settle_market",
+];
 
 /// Add collateral. Asset amounts use 8 decimals; USDC amounts at most 6.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +155,14 @@ pub struct Funding {
     pub premium: Option<Ratio>,
 }
 
+/// Wind a market down: close every position at `price`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleMarket {
+    pub market: String,
+    pub price: Price,
+}
+
 /// Why a line could not be decoded into a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -194,6 +214,7 @@ pub fn parse_line(line: &str) -> Result<TimedCommand, ParseError> {
             let _: Empty = fields("tick", map)?;
             Command::Tick
         }
+        "settle_market" => Command::SettleMarket(fields("settle_market", map)?),
         _ => return Err(ParseError::UnknownCmd(format!("\"{cmd}\""))),
     };
     Ok(TimedCommand { ts, cmd })

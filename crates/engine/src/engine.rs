@@ -129,6 +129,7 @@ impl Engine {
             Command::Fill(f) => self.fill(f, ts, events),
             Command::Funding(f) => self.funding(f, ts, events),
             Command::Tick => Ok(()),
+            Command::SettleMarket(s) => self.settle_market(s, events),
         };
         match result {
             Ok(()) => {
@@ -137,6 +138,7 @@ impl Engine {
                 if validity_may_change {
                     self.report_validity_changes(events);
                 }
+                self.evaluate_breakers(events);
                 Ok(())
             }
             Err(e) => {
@@ -534,6 +536,7 @@ impl Engine {
         let rounding = paid.checked_sub(received)?;
         let fee_pool = self.fee_pool.checked_add(buy.fee)?.checked_add(sell.fee)?.checked_add(rounding)?;
         let funding_pool = market.funding_pool.checked_add(buy.funding_paid)?.checked_add(sell.funding_paid)?;
+        self.check_fill_breakers(m, f, [&buy, &sell], open_interest, ts)?;
 
         // Margin checks see the open interest after the fill (it scales initial margin); the
         // value is restored if the fill is rejected. The trade price feeds the mark last: the
@@ -754,5 +757,6 @@ enum Total {
     Asset(u32, Size),
 }
 
+mod breakers;
 #[cfg(test)]
 mod tests;

@@ -80,6 +80,14 @@ pub enum Reject {
     FundingRateTooLarge { rate: String, max: String },
     #[error("{field}: {reason}")]
     InvalidNumber { field: &'static str, reason: NumError },
+    #[error("market '{market}' is {status}: '{account}' may only reduce risk there")]
+    MarketStatus { market: String, status: crate::breaker::Status, account: String },
+    #[error("market '{0}' is settled; it accepts no fills")]
+    MarketSettled(String),
+    #[error("fill price {price} is outside the band of {band} around the oracle price {oracle} of '{market}'")]
+    PriceOutsideBand { market: String, price: String, oracle: String, band: String },
+    #[error("open interest of '{market}' would be {open_interest}, above its cap {cap}")]
+    OpenInterestCap { market: String, open_interest: String, cap: String },
     #[error("arithmetic overflow or out-of-range value ({0})")]
     Math(#[from] NumError),
 }

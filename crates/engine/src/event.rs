@@ -1,5 +1,6 @@
 //! Events: one for every state change, in the order the changes happen.
 
+use crate::breaker::{Status, Trigger};
 use crate::command::TransferTo;
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
@@ -98,5 +99,42 @@ pub enum Event {
         rate: Ratio,
         index_price: Price,
         funding_index: FundingIndex,
+    },
+    /// A circuit breaker tripped: `value` is what was observed, `limit` the threshold; the trip
+    /// holds until `until` (extended while the condition persists).
+    BreakerTripped {
+        market: Id,
+        trigger: Trigger,
+        level: Status,
+        until: u64,
+        value: String,
+        limit: String,
+    },
+    /// A trip expired (its cool-down passed with the condition gone).
+    BreakerCleared {
+        market: Id,
+        trigger: Trigger,
+    },
+    MarketStatusChanged {
+        market: Id,
+        from: Status,
+        to: Status,
+    },
+    /// `settle_market` closed one position at the settlement price.
+    PositionSettled {
+        account: Id,
+        market: Id,
+        size: Size,
+        price: Price,
+        realized_pnl: Quote,
+        isolated: bool,
+    },
+    /// The market is wound down: `positions` closed at `price`; `rounding` (shorts pay their
+    /// notional rounded up, longs receive it rounded down) went to the fee pool.
+    MarketSettled {
+        market: Id,
+        price: Price,
+        positions: u32,
+        rounding: Quote,
     },
 }

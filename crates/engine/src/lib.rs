@@ -42,6 +42,7 @@
 pub mod account;
 pub mod adl;
 pub mod asset;
+pub mod breaker;
 pub mod command;
 pub mod engine;
 pub mod error;

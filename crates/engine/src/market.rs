@@ -1,6 +1,7 @@
 //! Perpetual markets: risk parameters (validated) and live state (oracle, funding index,
 //! open interest, volatility margin).
 
+use crate::breaker::{BreakerParams, BreakerState};
 use crate::error::{check_range, ParamError};
 use crate::funding::FundingParams;
 use crate::margin::{OiScaling, Tier, TierTable, VolParams, VolState};
@@ -41,6 +42,9 @@ pub struct MarketParams {
     pub oracle: OracleConfig,
     #[serde(default)]
     pub funding: FundingParams,
+    /// Circuit breakers and the fill price band (off when absent); see [`crate::breaker`].
+    #[serde(default)]
+    pub breakers: Option<Box<BreakerParams>>,
 }
 
 fn half() -> Ratio {
@@ -70,6 +74,9 @@ impl MarketParams {
         }
         self.oracle.validate()?;
         self.funding.validate()?;
+        if let Some(b) = &self.breakers {
+            b.validate()?;
+        }
         Ok(tiers)
     }
 }
@@ -91,6 +98,8 @@ pub struct Market {
     pub funding_pool: Quote,
     /// Σ long sizes (= Σ short sizes).
     pub open_interest: Size,
+    /// Status, trips and the governance margin multiplier.
+    pub breaker: BreakerState,
 }
 
 impl Market {
@@ -105,6 +114,7 @@ impl Market {
             funding_index: FundingIndex::ZERO,
             funding_pool: Quote::ZERO,
             open_interest: Size::ZERO,
+            breaker: BreakerState::default(),
         }
     }
 
@@ -116,6 +126,12 @@ impl Market {
     /// Validity of the oracle at `now`.
     pub fn validity(&self, now: u64) -> Validity {
         self.feed.validity(&self.params.oracle, now)
+    }
+
+    /// Multiplier of the initial requirement (1 unless governance or the insurance breaker
+    /// raised it).
+    pub fn initial_multiplier(&self) -> Ratio {
+        self.breaker.initial_multiplier(self.params.breakers.as_deref())
     }
 
     /// Open interest in quote at `mark` (rounded up: it only ever raises requirements).

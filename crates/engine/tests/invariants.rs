@@ -21,8 +21,9 @@
 //! `proptest-regressions/invariants/` and replayed first on every run.
 
 use ballast_engine::asset::AssetParams;
+use ballast_engine::breaker::{BreakerParams, PriceMove, Status};
 use ballast_engine::command::{
-    Deposit, Fill, Funding, OraclePrice, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
+    Deposit, Fill, Funding, OraclePrice, SettleMarket, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
 };
 use ballast_engine::funding::FundingParams;
 use ballast_engine::margin::{OiScaling, Tier, VolParams};
@@ -176,6 +177,7 @@ fn render(c: &TimedCommand) -> String {
         }
         Command::Funding(f) => line.field("market", &f.market).field("rate", f.rate).field("premium", f.premium),
         Command::Tick => line,
+        Command::SettleMarket(x) => line.field("market", &x.market).field("price", x.price),
     }
     .done()
 }
@@ -623,6 +625,7 @@ fn market_params() -> BoxedStrategy<MarketParams> {
         ),
     );
     let funding = prop::option::weighted(0.2, (-1_000_000i64..=1_000_000, 0i64..=1_000_000, 1i64..=10_000_000));
+    let breakers = prop::option::weighted(0.3, breaker_params());
     (
         fractions,
         prop::option::weighted(0.3, tiers()),
@@ -632,8 +635,9 @@ fn market_params() -> BoxedStrategy<MarketParams> {
         vol,
         prop::option::weighted(0.35, oracle_config()),
         funding,
+        breakers,
     )
-        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding)| {
+        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding, breakers)| {
             let im = (mm + mm * extra / 1_000).min(ONE);
             // One in forty: maintenance above initial, an invalid listing.
             let (im, mm) = if invalid == 0 { (mm, im + 1) } else { (im, mm) };
@@ -678,7 +682,37 @@ fn market_params() -> BoxedStrategy<MarketParams> {
                     interest_band: Ratio::from_raw(band),
                     max_rate: Ratio::from_raw(max),
                 }),
+                breakers,
             }
+        })
+        .boxed()
+}
+
+/// Breakers driven by prices, fills and time: price moves, the oracle breaker, an open-interest
+/// cap and a price band, with short or long cool-downs (the insurance and liquidation-volume
+/// triggers are inputs of the liquidation layer, tested in the engine's unit tests).
+fn breaker_params() -> BoxedStrategy<Box<BreakerParams>> {
+    (
+        prop::option::weighted(0.5, (ratio(1_000_000, 50_000_000), select(vec![1_000u64, 60_000]), any::<bool>())),
+        prop::option::weighted(0.4, 0u64..=60_000),
+        prop::option::weighted(0.3, log_raw(8, 14)),
+        prop::option::weighted(0.4, ratio(1_000_000, ONE)),
+        select(vec![0u64, 1_000, 60_000]),
+    )
+        .prop_map(|(price_move, grace, cap, band, cooldown_ms)| {
+            Box::new(BreakerParams {
+                price_move: price_move.map(|(max_move, window_ms, halt)| PriceMove {
+                    max_move,
+                    window_ms,
+                    level: if halt { Status::Halted } else { Status::ReduceOnly },
+                }),
+                oracle: grace.map(|grace_ms| ballast_engine::breaker::OracleBreaker { grace_ms }),
+                insurance_floor: None,
+                open_interest_cap: cap.map(Size::from_raw),
+                liquidation_volume: None,
+                price_band: band,
+                cooldown_ms,
+            })
         })
         .boxed()
 }
@@ -922,6 +956,17 @@ fn funding(s: &Model) -> BoxedStrategy<Step> {
     Union::new_weighted(arms).boxed()
 }
 
+/// Wind a market down at a price near (or far from) its last quote.
+fn settle(s: &Model) -> BoxedStrategy<Step> {
+    let markets: Vec<(String, i64)> = s.markets.iter().map(|m| (m.id.clone(), m.price)).collect();
+    (ts_soon(s.now), select(markets))
+        .prop_flat_map(|(ts, (market, p))| {
+            fill_price(p)
+                .prop_map(move |price| step(ts, Command::SettleMarket(SettleMarket { market: market.clone(), price })))
+        })
+        .boxed()
+}
+
 fn tick(s: &Model) -> BoxedStrategy<Step> {
     ts_after(s.now).prop_map(|ts| step(ts, Command::Tick)).boxed()
 }
@@ -978,6 +1023,7 @@ impl ReferenceStateMachine for EngineMachine {
                 fill(s),
             ));
             arms.push((2, funding(s)));
+            arms.push((1, settle(s)));
         }
         Union::new_weighted(arms).boxed()
     }
@@ -1035,6 +1081,7 @@ impl ReferenceStateMachine for EngineMachine {
                     }
                 }
             }
+            Command::SettleMarket(x) if x.price.is_positive() => s.positions.retain(|(_, m, _)| *m != x.market),
             Command::Fill(f) => {
                 let known = s.funded.contains(&f.buyer) && s.funded.contains(&f.seller);
                 if known
@@ -1316,6 +1363,20 @@ const FIELDS: &[&str] = &[
     "initial_weight",
     "maintenance_weight",
     "deposit_cap",
+    "breakers",
+    "price_move",
+    "max_move",
+    "window_ms",
+    "level",
+    "grace_ms",
+    "insurance_floor",
+    "floor",
+    "margin_multiplier",
+    "open_interest_cap",
+    "liquidation_volume",
+    "max_notional",
+    "price_band",
+    "cooldown_ms",
 ];
 
 /// Words that are meaningful somewhere: ids that exist, enum values, command names.
@@ -1353,6 +1414,9 @@ const WORDS: &[&str] = &[
     "fill",
     "funding",
     "tick",
+    "settle_market",
+    "reduce_only",
+    "halted",
 ];
 
 /// Decimal-looking strings: signs, leading zeros, many decimals, exponents, huge magnitudes.
