@@ -7,6 +7,7 @@
 use crate::asset::AssetParams;
 use crate::market::MarketParams;
 use crate::num::{Price, Ratio, Size};
+use crate::withdrawal::WithdrawalParams;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -31,6 +32,9 @@ pub enum Command {
     Funding(Funding),
     Tick,
     SettleMarket(SettleMarket),
+    ConfigureWithdrawals(WithdrawalParams),
+    RequestWithdrawal(RequestWithdrawal),
+    CancelWithdrawal(CancelWithdrawal),
 }
 
 impl Command {
@@ -47,12 +51,15 @@ impl Command {
             Command::Funding(_) => "funding",
             Command::Tick => "tick",
             Command::SettleMarket(_) => "settle_market",
+            Command::ConfigureWithdrawals(_) => "configure_withdrawals",
+            Command::RequestWithdrawal(_) => "request_withdrawal",
+            Command::CancelWithdrawal(_) => "cancel_withdrawal",
         }
     }
 }
 
 /// Every command name, in the order docs/commands.md lists them.
-pub const COMMAND_NAMES: [&str; 10] = [
+pub const COMMAND_NAMES: [&str; 13] = [
     "create_asset",
     "create_market",
     "deposit",
@@ -63,6 +70,9 @@ pub const COMMAND_NAMES: [&str; 10] = [
     "funding",
     "tick",
     "settle_market",
+    "configure_withdrawals",
+    "request_withdrawal",
+    "cancel_withdrawal",
 ];
 
 /// Add collateral. Asset amounts use 8 decimals; USDC amounts at most 6.
@@ -163,6 +173,26 @@ pub struct SettleMarket {
     pub price: Price,
 }
 
+/// Reserve USDC of a bucket for a delayed withdrawal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestWithdrawal {
+    pub account: String,
+    pub amount: Size,
+    /// From this market's isolated margin instead of the cross book.
+    #[serde(default)]
+    pub isolated: Option<String>,
+}
+
+/// Give a pending withdrawal back to its bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelWithdrawal {
+    pub account: String,
+    /// The id from `withdrawal_requested`.
+    pub id: u64,
+}
+
 /// Why a line could not be decoded into a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -215,6 +245,9 @@ pub fn parse_line(line: &str) -> Result<TimedCommand, ParseError> {
             Command::Tick
         }
         "settle_market" => Command::SettleMarket(fields("settle_market", map)?),
+        "configure_withdrawals" => Command::ConfigureWithdrawals(fields("configure_withdrawals", map)?),
+        "request_withdrawal" => Command::RequestWithdrawal(fields("request_withdrawal", map)?),
+        "cancel_withdrawal" => Command::CancelWithdrawal(fields("cancel_withdrawal", map)?),
         _ => return Err(ParseError::UnknownCmd(format!("\"{cmd}\""))),
     };
     Ok(TimedCommand { ts, cmd })

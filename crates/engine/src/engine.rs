@@ -16,6 +16,7 @@ use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_init
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
+use crate::withdrawal::Withdrawals;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -39,6 +40,7 @@ pub struct Engine {
     accounts: Vec<Account>,
     fee_pool: Quote,
     totals: Totals,
+    withdrawals: Withdrawals,
     #[serde(skip)]
     account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
 }
@@ -81,6 +83,9 @@ impl Engine {
     }
     pub fn totals(&self) -> Totals {
         self.totals
+    }
+    pub fn withdrawals(&self) -> &Withdrawals {
+        &self.withdrawals
     }
     /// Accounts with their ids, in creation order.
     pub fn accounts(&self) -> impl Iterator<Item = (&Id, &Account)> {
@@ -130,6 +135,9 @@ impl Engine {
             Command::Funding(f) => self.funding(f, ts, events),
             Command::Tick => Ok(()),
             Command::SettleMarket(s) => self.settle_market(s, events),
+            Command::ConfigureWithdrawals(p) => self.configure_withdrawals(p, events),
+            Command::RequestWithdrawal(r) => self.request_withdrawal(r, ts, events),
+            Command::CancelWithdrawal(c) => self.cancel_withdrawal(c, events),
         };
         match result {
             Ok(()) => {
@@ -139,6 +147,7 @@ impl Engine {
                     self.report_validity_changes(events);
                 }
                 self.evaluate_breakers(events);
+                self.execute_due_withdrawals(events);
                 Ok(())
             }
             Err(e) => {
@@ -303,8 +312,11 @@ impl Engine {
     }
 
     /// A withdrawal may not overdraw the balance and must leave the bucket above its initial
-    /// requirement (a withdrawal increases risk).
+    /// requirement (a withdrawal increases risk). This is the immediate path: closed while the
+    /// withdrawal gate is, and for USDC only while no withdrawal limits are configured
+    /// (`engine/withdrawals.rs`).
     fn withdraw(&mut self, w: &Withdraw, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        self.check_immediate_withdrawal(w, ts)?;
         positive("amount", w.amount)?;
         let i = self.account_idx(&w.account)?;
         let mut account = self.accounts[i as usize].clone();
@@ -760,3 +772,4 @@ enum Total {
 mod breakers;
 #[cfg(test)]
 mod tests;
+mod withdrawals;

@@ -88,6 +88,16 @@ pub enum Reject {
     PriceOutsideBand { market: String, price: String, oracle: String, band: String },
     #[error("open interest of '{market}' would be {open_interest}, above its cap {cap}")]
     OpenInterestCap { market: String, open_interest: String, cap: String },
+    #[error("withdrawals are gated until {until} ({reason})")]
+    WithdrawalsGated { until: u64, reason: String },
+    #[error("withdrawal of {amount} is above the outflow limit {limit} of one window")]
+    OutflowLimit { amount: String, limit: String },
+    #[error("no withdrawal limits are configured; use withdraw (configure_withdrawals enables requests)")]
+    WithdrawalsNotConfigured,
+    #[error("withdrawal limits are configured: USDC leaves through request_withdrawal")]
+    UseRequestWithdrawal,
+    #[error("no pending withdrawal {id} of account '{account}'")]
+    UnknownWithdrawal { id: u64, account: String },
     #[error("arithmetic overflow or out-of-range value ({0})")]
     Math(#[from] NumError),
 }

@@ -4,6 +4,7 @@ use crate::breaker::{Status, Trigger};
 use crate::command::TransferTo;
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
+use crate::withdrawal::WithdrawalParams;
 use serde::Serialize;
 
 /// Id of an account, market or asset. Ids of up to 24 bytes are stored inline, so copying one
@@ -136,5 +137,36 @@ pub enum Event {
         price: Price,
         positions: u32,
         rounding: Quote,
+    },
+    WithdrawalParamsSet {
+        params: Option<WithdrawalParams>,
+    },
+    /// `amount` left the bucket and is reserved until the withdrawal executes or is cancelled.
+    WithdrawalRequested {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        unlock_ts: u64,
+    },
+    WithdrawalExecuted {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+    },
+    /// The amount went back to the bucket: `reason` is `requested` (`cancel_withdrawal`) or
+    /// `margin` (the bucket no longer met its initial requirement when the withdrawal unlocked).
+    WithdrawalCancelled {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        reason: Id,
+    },
+    WithdrawalsGated {
+        until: u64,
+        reason: String,
     },
 }

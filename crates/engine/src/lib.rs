@@ -55,6 +55,7 @@ pub mod market;
 pub mod num;
 pub mod oracle;
 pub mod view;
+pub mod withdrawal;
 
 #[cfg(test)]
 mod testkit;

@@ -23,13 +23,15 @@
 use ballast_engine::asset::AssetParams;
 use ballast_engine::breaker::{BreakerParams, PriceMove, Status};
 use ballast_engine::command::{
-    Deposit, Fill, Funding, OraclePrice, SettleMarket, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
+    CancelWithdrawal, Deposit, Fill, Funding, OraclePrice, RequestWithdrawal, SettleMarket, Side, TransferMargin,
+    TransferTo, Withdraw, COMMAND_NAMES,
 };
 use ballast_engine::funding::FundingParams;
 use ballast_engine::margin::{OiScaling, Tier, VolParams};
 use ballast_engine::market::MarketParams;
 use ballast_engine::num::{Price, Quote, Ratio, Size};
 use ballast_engine::oracle::{OracleConfig, SourceConfig, Validity};
+use ballast_engine::withdrawal::WithdrawalParams;
 use ballast_engine::{parse_line, Command, Engine, Event, Reject, TimedCommand};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -178,6 +180,11 @@ fn render(c: &TimedCommand) -> String {
         Command::Funding(f) => line.field("market", &f.market).field("rate", f.rate).field("premium", f.premium),
         Command::Tick => line,
         Command::SettleMarket(x) => line.field("market", &x.market).field("price", x.price),
+        Command::ConfigureWithdrawals(p) => line.fields(params_map(p, &Value::Null, &[])),
+        Command::RequestWithdrawal(r) => {
+            line.field("account", &r.account).field("amount", r.amount).field("isolated", &r.isolated)
+        }
+        Command::CancelWithdrawal(c) => line.field("account", &c.account).field("id", c.id),
     }
     .done()
 }
@@ -348,6 +355,10 @@ struct Model {
     funded: Vec<String>,
     isolated: Vec<(String, String)>,
     positions: Vec<(String, String, i128)>,
+    /// Withdrawal limits were configured (valid ones).
+    limits: bool,
+    /// Withdrawal requests sent so far (an upper bound of the ids in use).
+    requests: u64,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -967,6 +978,45 @@ fn settle(s: &Model) -> BoxedStrategy<Step> {
         .boxed()
 }
 
+/// Withdrawal limits: short or long delays, a small or large outflow share, short windows (so
+/// streams see the limiter refill); one in ten out of bounds.
+fn configure_withdrawals(s: &Model) -> BoxedStrategy<Step> {
+    (ts_after(s.now), 0u64..5_000, 0u64..200_000, 0u64..60_000, ratio(1, ONE), 1u64..600_000, 0u64..120_000, 0u8..10)
+        .prop_map(|(ts, base, pool, extra, share, window, gate, bad)| {
+            let max = if bad == 0 { base.saturating_sub(1) } else { base + extra };
+            let p = WithdrawalParams {
+                base_delay_ms: base,
+                pool_delay_ms: pool,
+                max_delay_ms: max,
+                outflow_share: share,
+                outflow_window_ms: window,
+                bad_debt_gate_ms: gate,
+            };
+            step(ts, Command::ConfigureWithdrawals(p))
+        })
+        .boxed()
+}
+
+/// Requests from the cross book or an isolated bucket, and cancellations of recent ids.
+fn withdrawal_request(s: &Model) -> BoxedStrategy<Step> {
+    let amount = || prop_oneof![4 => log_raw(4, 10).prop_map(|m| Size::from_raw(m * 100)), 1 => usdc_amount()];
+    let pairs = if s.isolated.is_empty() {
+        (account_name(s), market_name(s)).boxed()
+    } else {
+        select(s.isolated.clone()).boxed()
+    };
+    let cross = (ts_soon(s.now), account_name(s), amount()).prop_map(|(ts, account, amount)| {
+        step(ts, Command::RequestWithdrawal(RequestWithdrawal { account, amount, isolated: None }))
+    });
+    let iso = (ts_soon(s.now), pairs, amount()).prop_map(|(ts, (account, market), amount)| {
+        step(ts, Command::RequestWithdrawal(RequestWithdrawal { account, amount, isolated: Some(market) }))
+    });
+    let last = s.requests;
+    let cancel = (ts_soon(s.now), account_name(s), 0..=last)
+        .prop_map(|(ts, account, id)| step(ts, Command::CancelWithdrawal(CancelWithdrawal { account, id })));
+    prop_oneof![5 => cross, 2 => iso, 3 => cancel].boxed()
+}
+
 fn tick(s: &Model) -> BoxedStrategy<Step> {
     ts_after(s.now).prop_map(|ts| step(ts, Command::Tick)).boxed()
 }
@@ -1012,6 +1062,8 @@ impl ReferenceStateMachine for EngineMachine {
                 oracle(s),
             ),
             (2, tick(s)),
+            (1, configure_withdrawals(s)),
+            (if s.limits { 4 } else { 1 }, withdrawal_request(s)),
         ];
         if listed {
             arms.push((
@@ -1081,6 +1133,8 @@ impl ReferenceStateMachine for EngineMachine {
                     }
                 }
             }
+            Command::ConfigureWithdrawals(p) if p.validate().is_ok() => s.limits = true,
+            Command::RequestWithdrawal(_) => s.requests += 1,
             Command::SettleMarket(x) if x.price.is_positive() => s.positions.retain(|(_, m, _)| *m != x.market),
             Command::Fill(f) => {
                 let known = s.funded.contains(&f.buyer) && s.funded.contains(&f.seller);
@@ -1247,6 +1301,14 @@ fn probes(e: &Engine) -> Vec<TimedCommand> {
             isolated: None,
         }),
     });
+    out.push(TimedCommand {
+        ts: now + 3_000,
+        cmd: Command::RequestWithdrawal(RequestWithdrawal {
+            account: b,
+            amount: Size::from_raw(100_000_000),
+            isolated: None,
+        }),
+    });
     out.push(TimedCommand { ts: now + 7_200_000, cmd: Command::Tick });
     out
 }
@@ -1377,6 +1439,12 @@ const FIELDS: &[&str] = &[
     "max_notional",
     "price_band",
     "cooldown_ms",
+    "base_delay_ms",
+    "pool_delay_ms",
+    "max_delay_ms",
+    "outflow_share",
+    "outflow_window_ms",
+    "bad_debt_gate_ms",
 ];
 
 /// Words that are meaningful somewhere: ids that exist, enum values, command names.
@@ -1415,6 +1483,9 @@ const WORDS: &[&str] = &[
     "funding",
     "tick",
     "settle_market",
+    "configure_withdrawals",
+    "request_withdrawal",
+    "cancel_withdrawal",
     "reduce_only",
     "halted",
 ];
