@@ -5,6 +5,7 @@
 //! scale are errors that name the field, so a typo never silently falls back to a default.
 
 use crate::asset::AssetParams;
+use crate::governance::{Change, Council, PublicKey, Signature};
 use crate::market::MarketParams;
 use crate::num::{Price, Ratio, Size};
 use crate::withdrawal::WithdrawalParams;
@@ -35,6 +36,12 @@ pub enum Command {
     ConfigureWithdrawals(WithdrawalParams),
     RequestWithdrawal(RequestWithdrawal),
     CancelWithdrawal(CancelWithdrawal),
+    InitGovernance(InitGovernance),
+    Propose(Propose),
+    Approve(SignedNonce),
+    Execute(Execute),
+    Cancel(SignedNonce),
+    Guardian(GuardianAction),
 }
 
 impl Command {
@@ -54,12 +61,18 @@ impl Command {
             Command::ConfigureWithdrawals(_) => "configure_withdrawals",
             Command::RequestWithdrawal(_) => "request_withdrawal",
             Command::CancelWithdrawal(_) => "cancel_withdrawal",
+            Command::InitGovernance(_) => "init_governance",
+            Command::Propose(_) => "propose",
+            Command::Approve(_) => "approve",
+            Command::Execute(_) => "execute",
+            Command::Cancel(_) => "cancel",
+            Command::Guardian(_) => "guardian",
         }
     }
 }
 
 /// Every command name, in the order docs/commands.md lists them.
-pub const COMMAND_NAMES: [&str; 13] = [
+pub const COMMAND_NAMES: [&str; 19] = [
     "create_asset",
     "create_market",
     "deposit",
@@ -73,6 +86,12 @@ pub const COMMAND_NAMES: [&str; 13] = [
     "configure_withdrawals",
     "request_withdrawal",
     "cancel_withdrawal",
+    "init_governance",
+    "propose",
+    "approve",
+    "execute",
+    "cancel",
+    "guardian",
 ];
 
 /// Add collateral. Asset amounts use 8 decimals; USDC amounts at most 6.
@@ -193,6 +212,47 @@ pub struct CancelWithdrawal {
     pub id: u64,
 }
 
+/// Install the first governance council.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitGovernance {
+    pub council: Council,
+}
+
+/// A parameter change for the council to approve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Propose {
+    /// Above every nonce used before (proposals and guardian actions share the sequence).
+    pub nonce: u64,
+    pub change: Change,
+}
+
+/// A council key's signature about proposal `nonce` (`approve` and `cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedNonce {
+    pub nonce: u64,
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+/// Apply queued proposal `nonce` after its timelock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    pub nonce: u64,
+}
+
+/// A tightening change the guardian key makes at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianAction {
+    pub nonce: u64,
+    pub change: Change,
+    pub signature: Signature,
+}
+
 /// Why a line could not be decoded into a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -248,6 +308,12 @@ pub fn parse_line(line: &str) -> Result<TimedCommand, ParseError> {
         "configure_withdrawals" => Command::ConfigureWithdrawals(fields("configure_withdrawals", map)?),
         "request_withdrawal" => Command::RequestWithdrawal(fields("request_withdrawal", map)?),
         "cancel_withdrawal" => Command::CancelWithdrawal(fields("cancel_withdrawal", map)?),
+        "init_governance" => Command::InitGovernance(fields("init_governance", map)?),
+        "propose" => Command::Propose(fields("propose", map)?),
+        "approve" => Command::Approve(fields("approve", map)?),
+        "execute" => Command::Execute(fields("execute", map)?),
+        "cancel" => Command::Cancel(fields("cancel", map)?),
+        "guardian" => Command::Guardian(fields("guardian", map)?),
         _ => return Err(ParseError::UnknownCmd(format!("\"{cmd}\""))),
     };
     Ok(TimedCommand { ts, cmd })

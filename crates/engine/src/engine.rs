@@ -12,6 +12,7 @@ use crate::command::{
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
+use crate::governance::Governance;
 use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch, Prices};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
@@ -41,6 +42,7 @@ pub struct Engine {
     fee_pool: Quote,
     totals: Totals,
     withdrawals: Withdrawals,
+    governance: Governance,
     #[serde(skip)]
     account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
 }
@@ -86,6 +88,9 @@ impl Engine {
     }
     pub fn withdrawals(&self) -> &Withdrawals {
         &self.withdrawals
+    }
+    pub fn governance(&self) -> &Governance {
+        &self.governance
     }
     /// Accounts with their ids, in creation order.
     pub fn accounts(&self) -> impl Iterator<Item = (&Id, &Account)> {
@@ -138,6 +143,12 @@ impl Engine {
             Command::ConfigureWithdrawals(p) => self.configure_withdrawals(p, events),
             Command::RequestWithdrawal(r) => self.request_withdrawal(r, ts, events),
             Command::CancelWithdrawal(c) => self.cancel_withdrawal(c, events),
+            Command::InitGovernance(g) => self.init_governance(&g.council, events),
+            Command::Propose(p) => self.propose(p, ts, events),
+            Command::Approve(a) => self.approve(a, ts, events),
+            Command::Execute(e) => self.execute_proposal(e, ts, events),
+            Command::Cancel(c) => self.cancel(c, events),
+            Command::Guardian(g) => self.guardian(g, ts, events),
         };
         match result {
             Ok(()) => {
@@ -770,6 +781,7 @@ enum Total {
 }
 
 mod breakers;
+mod governance;
 #[cfg(test)]
 mod tests;
 mod withdrawals;

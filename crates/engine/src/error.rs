@@ -98,6 +98,28 @@ pub enum Reject {
     UseRequestWithdrawal,
     #[error("no pending withdrawal {id} of account '{account}'")]
     UnknownWithdrawal { id: u64, account: String },
+    #[error("no governance council is installed; init_governance first")]
+    GovernanceNotInstalled,
+    #[error("governance is already installed; the council changes through a set_council proposal")]
+    GovernanceAlreadyInstalled,
+    #[error("{0}: parameters are governed; propose the change to the council")]
+    Governed(&'static str),
+    #[error("nonce {nonce} is not above the last nonce used, {last}")]
+    StaleNonce { nonce: u64, last: u64 },
+    #[error("no open proposal with nonce {0}")]
+    UnknownProposal(u64),
+    #[error("unknown key: {0}")]
+    UnknownKey(String),
+    #[error("key {key} already approved proposal {nonce}")]
+    DuplicateApproval { nonce: u64, key: String },
+    #[error("the signature does not verify for nonce {nonce} with that key and change")]
+    BadSignature { nonce: u64 },
+    #[error("proposal {nonce} has {have} approvals of the {need} needed")]
+    NotEnoughApprovals { nonce: u64, have: u32, need: u32 },
+    #[error("proposal {nonce} is timelocked until {eta} (now {ts})")]
+    Timelocked { nonce: u64, eta: u64, ts: u64 },
+    #[error("the guardian may only tighten ({0} would loosen or is not a guardian action)")]
+    GuardianMayOnlyTighten(&'static str),
     #[error("arithmetic overflow or out-of-range value ({0})")]
     Math(#[from] NumError),
 }

@@ -2,6 +2,7 @@
 
 use crate::breaker::{Status, Trigger};
 use crate::command::TransferTo;
+use crate::governance::{Change, Kind, PublicKey};
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
 use crate::withdrawal::WithdrawalParams;
@@ -168,5 +169,38 @@ pub enum Event {
     WithdrawalsGated {
         until: u64,
         reason: String,
+    },
+    GovernanceInstalled {
+        keys: u32,
+        threshold: u32,
+        guardian: Option<PublicKey>,
+    },
+    /// `kind` (`tighten`, `loosen`, `rotation`) picks the timelock.
+    ProposalCreated {
+        nonce: u64,
+        kind: Kind,
+        change: Change,
+    },
+    ProposalApproved {
+        nonce: u64,
+        key: PublicKey,
+        approvals: u32,
+    },
+    /// The threshold was reached; the change may execute from `eta`.
+    ProposalQueued {
+        nonce: u64,
+        eta: u64,
+    },
+    ProposalExecuted {
+        nonce: u64,
+    },
+    /// `reason`: `cancelled` (a council key) or `council rotated`.
+    ProposalCancelled {
+        nonce: u64,
+        reason: Id,
+    },
+    GuardianActed {
+        nonce: u64,
+        change: Change,
     },
 }

@@ -48,6 +48,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod funding;
+pub mod governance;
 pub mod health;
 pub mod liquidation;
 pub mod margin;

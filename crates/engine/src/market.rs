@@ -79,6 +79,26 @@ impl MarketParams {
         }
         Ok(tiers)
     }
+
+    /// True when `self` is at least as strict as `old`: base margin fractions no lower,
+    /// breakers at least as strict ([`BreakerParams::at_least_as_strict_as`]; adding breakers
+    /// tightens, removing them loosens), and every other parameter unchanged. Governance uses it
+    /// to pick the short timelock; anything else counts as a loosening (the long timelock).
+    pub fn at_least_as_strict_as(&self, old: &MarketParams) -> bool {
+        let mut rest = self.clone();
+        rest.initial_margin = old.initial_margin;
+        rest.maintenance_margin = old.maintenance_margin;
+        rest.breakers = old.breakers.clone();
+        let breakers_ok = match (&self.breakers, &old.breakers) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(n), Some(o)) => n.at_least_as_strict_as(o),
+        };
+        rest == *old
+            && breakers_ok
+            && self.initial_margin >= old.initial_margin
+            && self.maintenance_margin >= old.maintenance_margin
+    }
 }
 
 /// A perpetual market and its live state.

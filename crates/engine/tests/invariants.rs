@@ -27,12 +27,14 @@ use ballast_engine::command::{
     TransferTo, Withdraw, COMMAND_NAMES,
 };
 use ballast_engine::funding::FundingParams;
+use ballast_engine::governance::{signing_bytes, Change, Council, Hex, SignedAction, Timelocks};
 use ballast_engine::margin::{OiScaling, Tier, VolParams};
 use ballast_engine::market::MarketParams;
 use ballast_engine::num::{Price, Quote, Ratio, Size};
 use ballast_engine::oracle::{OracleConfig, SourceConfig, Validity};
 use ballast_engine::withdrawal::WithdrawalParams;
 use ballast_engine::{parse_line, Command, Engine, Event, Reject, TimedCommand};
+use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
@@ -185,6 +187,13 @@ fn render(c: &TimedCommand) -> String {
             line.field("account", &r.account).field("amount", r.amount).field("isolated", &r.isolated)
         }
         Command::CancelWithdrawal(c) => line.field("account", &c.account).field("id", c.id),
+        Command::InitGovernance(g) => line.field("council", &g.council),
+        Command::Propose(p) => line.field("nonce", p.nonce).field("change", &p.change),
+        Command::Approve(a) | Command::Cancel(a) => {
+            line.field("nonce", a.nonce).field("key", a.key).field("signature", a.signature)
+        }
+        Command::Execute(e) => line.field("nonce", e.nonce),
+        Command::Guardian(g) => line.field("nonce", g.nonce).field("change", &g.change).field("signature", g.signature),
     }
     .done()
 }
@@ -359,6 +368,10 @@ struct Model {
     limits: bool,
     /// Withdrawal requests sent so far (an upper bound of the ids in use).
     requests: u64,
+    governed: bool,
+    /// The highest nonce sent and the proposals made.
+    nonce: u64,
+    proposals: Vec<(u64, Option<Change>)>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -1017,6 +1030,68 @@ fn withdrawal_request(s: &Model) -> BoxedStrategy<Step> {
     prop_oneof![5 => cross, 2 => iso, 3 => cancel].boxed()
 }
 
+/// Council keys 1..=3 (seeds) and the guardian 9; 4 is a stranger.
+fn signing_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public(seed: u8) -> Hex<32> {
+    Hex(signing_key(seed).verifying_key().to_bytes())
+}
+
+fn init_governance(s: &Model) -> BoxedStrategy<Step> {
+    let timelocks = Timelocks { tighten_ms: 1_000, loosen_ms: 5_000, rotation_ms: 20_000 };
+    (ts_after(s.now), 1u32..=3)
+        .prop_map(move |(ts, threshold)| {
+            let council =
+                Council { keys: (1..=3).map(public).collect(), threshold, guardian: Some(public(9)), timelocks };
+            step(ts, Command::InitGovernance(ballast_engine::command::InitGovernance { council }))
+        })
+        .boxed()
+}
+
+/// Tightening and loosening changes of the markets and the withdrawal gate.
+fn change(s: &Model) -> BoxedStrategy<Change> {
+    let markets = market_name(s);
+    prop_oneof![
+        (markets.clone(), ratio(ONE, 3 * ONE))
+            .prop_map(|(market, multiplier)| Change::SetMarginMultiplier { market, multiplier }),
+        (markets, select(vec![Status::Active, Status::ReduceOnly, Status::Halted]))
+            .prop_map(|(market, status)| Change::SetMarketStatus { market, status }),
+        (0u64..200_000).prop_map(|until_ts| Change::GateWithdrawals { until_ts }),
+    ]
+    .boxed()
+}
+
+/// Governance traffic: proposals, approvals signed by council keys, strangers or nobody (and for
+/// the wrong nonce), executions and guardian actions, with nonces near the last one.
+fn governance(s: &Model) -> BoxedStrategy<Step> {
+    let last = s.nonce;
+    let nonce = move || prop_oneof![3 => Just(last + 1), 1 => 0..=last + 2];
+    let propose = (ts_soon(s.now), nonce(), change(s))
+        .prop_map(|(ts, nonce, change)| step(ts, Command::Propose(ballast_engine::command::Propose { nonce, change })));
+    let proposals = s.proposals.clone();
+    let approve =
+        (ts_soon(s.now), select(if proposals.is_empty() { vec![(0, None)] } else { proposals }), 1u8..=4, 0u8..8)
+            .prop_map(|(ts, (nonce, change), seed, mode)| {
+                let change = change.unwrap_or(Change::GateWithdrawals { until_ts: 0 });
+                let signed_nonce = if mode == 0 { nonce + 1 } else { nonce };
+                let action = if mode == 1 { SignedAction::Cancel } else { SignedAction::Approve };
+                let sig = Hex(signing_key(seed).sign(&signing_bytes(action, signed_nonce, &change)).to_bytes());
+                let signed = ballast_engine::command::SignedNonce { nonce, key: public(seed), signature: sig };
+                step(ts, if mode == 2 { Command::Cancel(signed) } else { Command::Approve(signed) })
+            });
+    let execute = (ts_after(s.now), 0..=last + 1)
+        .prop_map(|(ts, nonce)| step(ts, Command::Execute(ballast_engine::command::Execute { nonce })));
+    let guardian =
+        (ts_soon(s.now), nonce(), change(s), select(vec![9u8, 9, 1])).prop_map(|(ts, nonce, change, seed)| {
+            let signature =
+                Hex(signing_key(seed).sign(&signing_bytes(SignedAction::Guardian, nonce, &change)).to_bytes());
+            step(ts, Command::Guardian(ballast_engine::command::GuardianAction { nonce, change, signature }))
+        });
+    prop_oneof![3 => propose, 5 => approve, 2 => execute, 2 => guardian].boxed()
+}
+
 fn tick(s: &Model) -> BoxedStrategy<Step> {
     ts_after(s.now).prop_map(|ts| step(ts, Command::Tick)).boxed()
 }
@@ -1063,6 +1138,8 @@ impl ReferenceStateMachine for EngineMachine {
             ),
             (2, tick(s)),
             (1, configure_withdrawals(s)),
+            (1, init_governance(s)),
+            (if s.governed { 4 } else { 1 }, governance(s)),
             (if s.limits { 4 } else { 1 }, withdrawal_request(s)),
         ];
         if listed {
@@ -1135,6 +1212,12 @@ impl ReferenceStateMachine for EngineMachine {
             }
             Command::ConfigureWithdrawals(p) if p.validate().is_ok() => s.limits = true,
             Command::RequestWithdrawal(_) => s.requests += 1,
+            Command::InitGovernance(_) => s.governed = true,
+            Command::Propose(p) => {
+                s.nonce = s.nonce.max(p.nonce);
+                s.proposals.push((p.nonce, Some(p.change.clone())));
+            }
+            Command::Guardian(g) => s.nonce = s.nonce.max(g.nonce),
             Command::SettleMarket(x) if x.price.is_positive() => s.positions.retain(|(_, m, _)| *m != x.market),
             Command::Fill(f) => {
                 let known = s.funded.contains(&f.buyer) && s.funded.contains(&f.seller);
@@ -1486,6 +1569,13 @@ const WORDS: &[&str] = &[
     "configure_withdrawals",
     "request_withdrawal",
     "cancel_withdrawal",
+    "init_governance",
+    "propose",
+    "approve",
+    "execute",
+    "cancel",
+    "guardian",
+    "set_margin_multiplier",
     "reduce_only",
     "halted",
 ];

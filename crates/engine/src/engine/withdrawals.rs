@@ -21,6 +21,7 @@ impl Engine {
         p: &WithdrawalParams,
         events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
+        self.require_ungoverned("configure_withdrawals")?;
         p.validate()?;
         self.withdrawals.params = Some(p.clone());
         events.push(Event::WithdrawalParamsSet { params: Some(p.clone()) });
@@ -121,7 +122,7 @@ impl Engine {
         let mut k = 0;
         while k < self.withdrawals.pending.len() {
             let w = &self.withdrawals.pending[k];
-            if w.unlock_ts > now || self.execute(k, events).is_err() {
+            if w.unlock_ts > now || self.execute_withdrawal(k, events).is_err() {
                 k += 1;
             }
         }
@@ -131,7 +132,7 @@ impl Engine {
     }
 
     /// Execute (or cancel for margin) pending withdrawal `k`; `Err` leaves it pending.
-    fn execute(&mut self, k: usize, events: &mut Vec<Event>) -> Result<(), Reject> {
+    fn execute_withdrawal(&mut self, k: usize, events: &mut Vec<Event>) -> Result<(), Reject> {
         let now = self.now;
         let w = &self.withdrawals.pending[k];
         let (i, bucket) = (w.account as usize, bucket_of(w));
