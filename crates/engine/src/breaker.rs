@@ -4,8 +4,9 @@
 //!
 //! A market's status is the most severe of its *trips* (one per trigger, each with the time it
 //! expires) and of the *manual* status that governance or the guardian set. An automatic trip
-//! holds while its condition holds and for `cooldown_ms` after it was last seen, then clears by
-//! itself; a manual status holds until governance changes it; `Settlement` is final.
+//! holds while its condition holds and for `cooldown_ms` after the first evaluation that finds
+//! it gone (a one-off event, a price move or a liquidation burst, holds `cooldown_ms` from when
+//! it fired), then clears by itself; a manual status holds until governance changes it; `Settlement` is final.
 //!
 //! | Trigger | Condition | Level |
 //! |---|---|---|
@@ -322,9 +323,11 @@ impl BreakerState {
         market: &Id,
         events: &mut Vec<Event>,
     ) {
+        let was_held: Vec<Trigger> = self.trips.iter().filter(|t| t.held).map(|t| t.trigger).collect();
         for t in &mut self.trips {
             t.held = false;
         }
+        let cooldown = params.map_or(0, |p| p.cooldown_ms);
         if let Some(p) = params {
             let until = now.saturating_add(p.cooldown_ms);
             if let (Some(pm), Some(price)) = (&p.price_move, obs.price) {
@@ -372,6 +375,10 @@ impl BreakerState {
                     );
                 }
             }
+        }
+        // A condition seen gone for the first time: its cool-down starts now.
+        for t in self.trips.iter_mut().filter(|t| !t.held && was_held.contains(&t.trigger)) {
+            t.until = t.until.max(now.saturating_add(cooldown));
         }
         self.expire(now, market, events);
     }
