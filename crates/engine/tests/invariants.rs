@@ -2,10 +2,13 @@
 //!
 //! - `state_machine`: a proptest-state-machine model generates mostly plausible command streams
 //!   (listings, deposits, withdrawals, margin transfers, oracle random walks with crashes, gaps
-//!   and stale publish times, fills of every size, funding, time jumps) mixed with deliberately
+//!   and stale publish times, fills of every size, funding, time jumps; markets with circuit
+//!   breakers, `settle_market`, withdrawal limits, requests and cancellations, governance traffic
+//!   with valid, forged and misdirected signatures and guardian actions) mixed with deliberately
 //!   bad commands. Every command is rendered to a JSON line and decoded with `parse_line` (the
 //!   decoder must give back the same command), then applied to the engine. After every command:
-//!   conservation of USDC and of every collateral asset, Σ long = Σ short = open interest per
+//!   conservation of USDC (amounts reserved by pending withdrawals included) and of every
+//!   collateral asset, Σ long = Σ short = open interest per
 //!   market, a rejection changes nothing (state hash, events, seq), an acceptance bumps `seq` by
 //!   one and leaves `view()` computable. At the end of each case: a replay into a fresh engine
 //!   gives the same decisions, events and state hash, and a serde round trip (mid-stream and at
@@ -15,7 +18,7 @@
 //!   when they decode, into `apply` on an engine that already has markets, accounts and prices.
 //!
 //! Case counts: 1,000 command streams of 5 to 59 commands, and 3,000 cases for each fuzzer
-//! (about 25 s for the whole file in a debug build). `PROPTEST_CASES=N` scales every test: N
+//! (about 55 s for the whole file in a debug build). `PROPTEST_CASES=N` scales every test: N
 //! streams, 3 N fuzzer cases. A failure is shrunk to a short stream whose Debug form is one JSON
 //! line per command, ready for a plain `#[test]` or `ballast replay`; its seed is kept under
 //! `proptest-regressions/invariants/` and replayed first on every run.
