@@ -1,6 +1,8 @@
 //! `ballast`: the one binary of the project. For now it replays command files through the
-//! engine; the stress lab and the service join it as further subcommands.
+//! engine, checks journals, and makes governance keys and signatures; the stress lab and the
+//! service join it as further subcommands.
 
+mod keys;
 mod replay;
 mod verify;
 
@@ -37,6 +39,31 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Make a governance key pair (ed25519, from the operating system's randomness): writes
+    /// OUT.json (owner-readable only, never overwritten) and prints the public key.
+    Keygen {
+        #[arg(long, value_name = "OUT.json")]
+        out: PathBuf,
+    },
+    /// Sign the `propose` (or `guardian`) command with NONCE in FILE and print the line to
+    /// append: an `approve`, a `cancel` with --cancel, or the guardian command with its
+    /// signature.
+    Sign {
+        /// A key file written by `ballast keygen`.
+        #[arg(long, value_name = "KEY.json")]
+        key: PathBuf,
+        /// The command file holding the proposal.
+        #[arg(long, value_name = "FILE.jsonl")]
+        file: PathBuf,
+        #[arg(long)]
+        nonce: u64,
+        /// Sign a cancellation of the proposal instead of an approval.
+        #[arg(long)]
+        cancel: bool,
+        /// The `ts` of the printed line (default: the signed command's).
+        #[arg(long)]
+        ts: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +71,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Replay { file, state } => replay::run(&file, state.as_deref()),
         Cmd::Verify { data_dir } => verify::run(&data_dir),
+        Cmd::Keygen { out } => keys::keygen(&out),
+        Cmd::Sign { key, file, nonce, cancel, ts } => keys::sign(&key, &file, nonce, cancel, ts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -180,3 +180,93 @@ fn a_story_for_each_layer_of_the_waterfall() {
     assert_eq!(state["totals"]["socialized_loss"], "4225");
     assert_eq!(state["accounts"]["alice"]["positions"][0]["equity"], "0");
 }
+
+/// The `event` names of a replay's output, with the rejections as `rejected:<cmd>`.
+fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e["event"].as_str().unwrap() {
+            "rejected" => format!("rejected:{}", e["cmd"].as_str().unwrap()),
+            k => k.to_string(),
+        })
+        .collect()
+}
+
+fn has_in_order(events: &[Value], wanted: &[&str]) {
+    let kinds = kinds(events);
+    let mut rest = kinds.iter();
+    for w in wanted {
+        assert!(rest.any(|k| k == w), "{w} missing (in order) from {kinds:?}");
+    }
+}
+
+#[test]
+fn price_crash_halt_and_recovery_story() {
+    let (events, state) = replay("breaker-price-crash");
+    assert_eq!(rejected_lines(&events), [10, 14], "the fat finger and the risk-increasing fill while halted");
+    has_in_order(
+        &events,
+        &["rejected:fill", "breaker_tripped", "market_status_changed", "rejected:fill", "filled", "withdrawn"],
+    );
+    has_in_order(&events, &["breaker_cleared", "market_status_changed", "filled"]);
+    let trip = events.iter().find(|e| e["event"] == "breaker_tripped").unwrap();
+    assert_eq!(
+        (&trip["trigger"], &trip["level"], &trip["value"]),
+        (&"price_move".into(), &"halted".into(), &"0.16".into())
+    );
+    assert_eq!(state["markets"]["BTC-PERP"]["status"], "active");
+}
+
+#[test]
+fn oracle_outage_grace_period_story() {
+    let (events, state) = replay("breaker-oracle-outage");
+    assert_eq!(rejected_lines(&events), [13]);
+    has_in_order(
+        &events,
+        &["oracle_validity_changed", "breaker_tripped", "market_status_changed", "rejected:fill", "filled"],
+    );
+    has_in_order(&events, &["breaker_cleared", "market_status_changed", "filled"]);
+    assert_eq!(state["markets"]["ETH-PERP"]["liquidations_resume_at"], 90000, "60 s of grace after the feed returned");
+    assert_eq!(state["accounts"]["carol"]["positions"][0]["size"], "6");
+}
+
+#[test]
+fn withdrawal_bank_run_story() {
+    let (events, state) = replay("withdrawal-bank-run");
+    assert_eq!(rejected_lines(&events), [10, 12], "the immediate withdraw and the request above one window");
+    let executed: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "withdrawal_executed")
+        .map(|e| (e["ts"].as_u64().unwrap(), e["id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        executed,
+        [(61300, 0), (61300, 1), (61300, 3), (3661300, 4)],
+        "the limiter holds ben's back for an hour"
+    );
+    assert_eq!(state["totals"]["withdrawals"], "11000");
+    assert_eq!(state["withdrawals"]["reserved"], "0");
+}
+
+#[test]
+fn council_change_with_timelock_story() {
+    let (events, state) = replay("governance-timelock");
+    assert_eq!(rejected_lines(&events), [16, 18, 21, 25, 30, 35]);
+    has_in_order(
+        &events,
+        &[
+            "proposal_created",
+            "proposal_approved",
+            "rejected:execute",
+            "rejected:approve",
+            "proposal_approved",
+            "proposal_queued",
+            "rejected:execute",
+            "proposal_executed",
+            "rejected:fill",
+        ],
+    );
+    has_in_order(&events, &["guardian_acted", "rejected:guardian", "proposal_executed"]);
+    assert_eq!(state["markets"]["BTC-PERP"]["params"]["initial_margin"], "0.05");
+    assert_eq!(state["markets"]["BTC-PERP"]["status"], "active");
+}

@@ -55,6 +55,21 @@ impl AssetParams {
         }
         self.oracle.validate()
     }
+
+    /// True when `self` is at least as strict as `old`: weights no higher, a deposit cap no
+    /// larger (or newly set), the same oracle configuration. Governance uses it to pick the
+    /// short timelock; anything else is a loosening.
+    pub fn at_least_as_strict_as(&self, old: &AssetParams) -> bool {
+        let cap_ok = match (self.deposit_cap, old.deposit_cap) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(n), Some(o)) => n <= o,
+        };
+        cap_ok
+            && self.initial_weight <= old.initial_weight
+            && self.maintenance_weight <= old.maintenance_weight
+            && self.oracle == old.oracle
+    }
 }
 
 /// A collateral asset and its live state.

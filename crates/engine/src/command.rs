@@ -5,9 +5,11 @@
 //! scale are errors that name the field, so a typo never silently falls back to a default.
 
 use crate::asset::AssetParams;
+use crate::governance::{Change, Council, PublicKey, Signature};
 use crate::insurance::FundParams;
 use crate::market::MarketParams;
 use crate::num::{Price, Quote, Ratio, Size};
+use crate::withdrawal::WithdrawalParams;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,6 +37,16 @@ pub enum Command {
     CreateInsuranceFund { fund: String, params: FundParams },
     FundInsurance { fund: String, amount: Size },
     SetBackstop { account: String, loss_cap: Quote },
+    SettleMarket(SettleMarket),
+    ConfigureWithdrawals(WithdrawalParams),
+    RequestWithdrawal(RequestWithdrawal),
+    CancelWithdrawal(CancelWithdrawal),
+    InitGovernance(InitGovernance),
+    Propose(Propose),
+    Approve(SignedNonce),
+    Execute(Execute),
+    Cancel(SignedNonce),
+    Guardian(GuardianAction),
 }
 
 impl Command {
@@ -54,12 +66,22 @@ impl Command {
             Command::CreateInsuranceFund { .. } => "create_insurance_fund",
             Command::FundInsurance { .. } => "fund_insurance",
             Command::SetBackstop { .. } => "set_backstop",
+            Command::SettleMarket(_) => "settle_market",
+            Command::ConfigureWithdrawals(_) => "configure_withdrawals",
+            Command::RequestWithdrawal(_) => "request_withdrawal",
+            Command::CancelWithdrawal(_) => "cancel_withdrawal",
+            Command::InitGovernance(_) => "init_governance",
+            Command::Propose(_) => "propose",
+            Command::Approve(_) => "approve",
+            Command::Execute(_) => "execute",
+            Command::Cancel(_) => "cancel",
+            Command::Guardian(_) => "guardian",
         }
     }
 }
 
 /// Every command name, in the order docs/commands.md lists them.
-pub const COMMAND_NAMES: [&str; 13] = [
+pub const COMMAND_NAMES: [&str; 23] = [
     "create_asset",
     "create_market",
     "deposit",
@@ -73,6 +95,16 @@ pub const COMMAND_NAMES: [&str; 13] = [
     "create_insurance_fund",
     "fund_insurance",
     "set_backstop",
+    "settle_market",
+    "configure_withdrawals",
+    "request_withdrawal",
+    "cancel_withdrawal",
+    "init_governance",
+    "propose",
+    "approve",
+    "execute",
+    "cancel",
+    "guardian",
 ];
 
 /// Add collateral. Asset amounts use 8 decimals; USDC amounts at most 6.
@@ -199,6 +231,75 @@ pub struct Funding {
     pub premium: Option<Ratio>,
 }
 
+/// Wind a market down: close every position at `price`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleMarket {
+    pub market: String,
+    pub price: Price,
+}
+
+/// Reserve USDC of a bucket for a delayed withdrawal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestWithdrawal {
+    pub account: String,
+    pub amount: Size,
+    /// From this market's isolated margin instead of the cross book.
+    #[serde(default)]
+    pub isolated: Option<String>,
+}
+
+/// Give a pending withdrawal back to its bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelWithdrawal {
+    pub account: String,
+    /// The id from `withdrawal_requested`.
+    pub id: u64,
+}
+
+/// Install the first governance council.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitGovernance {
+    pub council: Council,
+}
+
+/// A parameter change for the council to approve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Propose {
+    /// Above every nonce used before (proposals and guardian actions share the sequence).
+    pub nonce: u64,
+    pub change: Change,
+}
+
+/// A council key's signature about proposal `nonce` (`approve` and `cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedNonce {
+    pub nonce: u64,
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+/// Apply queued proposal `nonce` after its timelock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    pub nonce: u64,
+}
+
+/// A tightening change the guardian key makes at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianAction {
+    pub nonce: u64,
+    pub change: Change,
+    pub signature: Signature,
+}
+
 /// Why a line could not be decoded into a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -263,6 +364,16 @@ pub fn parse_line(line: &str) -> Result<TimedCommand, ParseError> {
             let SetBackstop { account, loss_cap } = fields("set_backstop", map)?;
             Command::SetBackstop { account, loss_cap }
         }
+        "settle_market" => Command::SettleMarket(fields("settle_market", map)?),
+        "configure_withdrawals" => Command::ConfigureWithdrawals(fields("configure_withdrawals", map)?),
+        "request_withdrawal" => Command::RequestWithdrawal(fields("request_withdrawal", map)?),
+        "cancel_withdrawal" => Command::CancelWithdrawal(fields("cancel_withdrawal", map)?),
+        "init_governance" => Command::InitGovernance(fields("init_governance", map)?),
+        "propose" => Command::Propose(fields("propose", map)?),
+        "approve" => Command::Approve(fields("approve", map)?),
+        "execute" => Command::Execute(fields("execute", map)?),
+        "cancel" => Command::Cancel(fields("cancel", map)?),
+        "guardian" => Command::Guardian(fields("guardian", map)?),
         _ => return Err(ParseError::UnknownCmd(format!("\"{cmd}\""))),
     };
     Ok(TimedCommand { ts, cmd })

@@ -13,11 +13,13 @@ use crate::detection::{key, Key, TriggerIndex};
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
+use crate::governance::Governance;
 use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch, Prices};
 use crate::insurance::{FundParams, InsuranceFund, GLOBAL};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
+use crate::withdrawal::Withdrawals;
 pub use recovery::{Backstop, Liquidation, Order, Pacing};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +61,8 @@ pub struct Engine {
     liquidations: BTreeMap<Key, Liquidation>,
     /// Id of the next liquidation order.
     next_order: u64,
+    withdrawals: Withdrawals,
+    governance: Governance,
     #[serde(skip)]
     account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
     #[serde(skip)]
@@ -88,6 +92,8 @@ impl Default for Engine {
             backstop: None,
             liquidations: BTreeMap::new(),
             next_order: 1,
+            withdrawals: Withdrawals::default(),
+            governance: Governance::default(),
             account_index: HashMap::default(),
             index: TriggerIndex::default(),
             touched: Vec::new(),
@@ -150,6 +156,12 @@ impl Engine {
     pub fn totals(&self) -> Totals {
         self.totals
     }
+    pub fn withdrawals(&self) -> &Withdrawals {
+        &self.withdrawals
+    }
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
     /// Accounts with their ids, in creation order.
     pub fn accounts(&self) -> impl Iterator<Item = (&Id, &Account)> {
         self.account_ids.iter().zip(&self.accounts)
@@ -202,6 +214,16 @@ impl Engine {
             Command::CreateInsuranceFund { fund, params } => self.create_insurance_fund(fund, params, events),
             Command::FundInsurance { fund, amount } => self.fund_insurance(fund, *amount, events),
             Command::SetBackstop { account, loss_cap } => self.set_backstop(account, *loss_cap, events),
+            Command::SettleMarket(s) => self.settle_market(s, events),
+            Command::ConfigureWithdrawals(p) => self.configure_withdrawals(p, events),
+            Command::RequestWithdrawal(r) => self.request_withdrawal(r, ts, events),
+            Command::CancelWithdrawal(c) => self.cancel_withdrawal(c, events),
+            Command::InitGovernance(g) => self.init_governance(&g.council, events),
+            Command::Propose(p) => self.propose(p, ts, events),
+            Command::Approve(a) => self.approve(a, ts, events),
+            Command::Execute(e) => self.execute_proposal(e, ts, events),
+            Command::Cancel(c) => self.cancel(c, events),
+            Command::Guardian(g) => self.guardian(g, ts, events),
         };
         match result {
             Ok(()) => {
@@ -212,6 +234,8 @@ impl Engine {
                 }
                 let moves_prices_or_time = matches!(cmd.cmd, Command::Oracle(_) | Command::Funding(_) | Command::Tick);
                 self.detect_and_liquidate(moves_prices_or_time, events);
+                self.evaluate_breakers(events);
+                self.execute_due_withdrawals(events);
                 Ok(())
             }
             Err(e) => {
@@ -383,8 +407,11 @@ impl Engine {
     }
 
     /// A withdrawal may not overdraw the balance and must leave the bucket above its initial
-    /// requirement (a withdrawal increases risk).
+    /// requirement (a withdrawal increases risk). This is the immediate path: closed while the
+    /// withdrawal gate is, and for USDC only while no withdrawal limits are configured
+    /// (`engine/withdrawals.rs`).
     fn withdraw(&mut self, w: &Withdraw, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        self.check_immediate_withdrawal(w, ts)?;
         positive("amount", w.amount)?;
         let i = self.account_idx(&w.account)?;
         let mut account = self.accounts[i as usize].clone();
@@ -625,6 +652,7 @@ impl Engine {
         let paid = f.size.notional(f.price, crate::num::Round::Ceil)?;
         let fees = (paid.mul_ratio_ceil(buyer_rate)?, paid.mul_ratio_ceil(seller_rate)?);
         let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
+        self.check_fill_breakers(m, f, [&trade.buy, &trade.sell], trade.open_interest, ts)?;
         self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts)?;
         // Commit.
         self.commit_trade(&trade, events)?;
@@ -903,6 +931,9 @@ enum Total {
     Asset(u32, Size),
 }
 
+mod breakers;
+mod governance;
 mod recovery;
 #[cfg(test)]
 mod tests;
+mod withdrawals;

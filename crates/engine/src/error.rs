@@ -90,6 +90,46 @@ pub enum Reject {
     LiquidationFill(String),
     #[error("{field}: {reason}")]
     InvalidNumber { field: &'static str, reason: NumError },
+    #[error("market '{market}' is {status}: '{account}' may only reduce risk there")]
+    MarketStatus { market: String, status: crate::breaker::Status, account: String },
+    #[error("market '{0}' is settled; it accepts no fills")]
+    MarketSettled(String),
+    #[error("fill price {price} is outside the band of {band} around the oracle price {oracle} of '{market}'")]
+    PriceOutsideBand { market: String, price: String, oracle: String, band: String },
+    #[error("open interest of '{market}' would be {open_interest}, above its cap {cap}")]
+    OpenInterestCap { market: String, open_interest: String, cap: String },
+    #[error("withdrawals are gated until {until} ({reason})")]
+    WithdrawalsGated { until: u64, reason: String },
+    #[error("withdrawal of {amount} is above the outflow limit {limit} of one window")]
+    OutflowLimit { amount: String, limit: String },
+    #[error("no withdrawal limits are configured; use withdraw (configure_withdrawals enables requests)")]
+    WithdrawalsNotConfigured,
+    #[error("withdrawal limits are configured: USDC leaves through request_withdrawal")]
+    UseRequestWithdrawal,
+    #[error("no pending withdrawal {id} of account '{account}'")]
+    UnknownWithdrawal { id: u64, account: String },
+    #[error("no governance council is installed; init_governance first")]
+    GovernanceNotInstalled,
+    #[error("governance is already installed; the council changes through a set_council proposal")]
+    GovernanceAlreadyInstalled,
+    #[error("{0}: parameters are governed; propose the change to the council")]
+    Governed(&'static str),
+    #[error("nonce {nonce} is not above the last nonce used, {last}")]
+    StaleNonce { nonce: u64, last: u64 },
+    #[error("no open proposal with nonce {0}")]
+    UnknownProposal(u64),
+    #[error("unknown key: {0}")]
+    UnknownKey(String),
+    #[error("key {key} already approved proposal {nonce}")]
+    DuplicateApproval { nonce: u64, key: String },
+    #[error("the signature does not verify for nonce {nonce} with that key and change")]
+    BadSignature { nonce: u64 },
+    #[error("proposal {nonce} has {have} approvals of the {need} needed")]
+    NotEnoughApprovals { nonce: u64, have: u32, need: u32 },
+    #[error("proposal {nonce} is timelocked until {eta} (now {ts})")]
+    Timelocked { nonce: u64, eta: u64, ts: u64 },
+    #[error("the guardian may only tighten ({0} would loosen or is not a guardian action)")]
+    GuardianMayOnlyTighten(&'static str),
     #[error("arithmetic overflow or out-of-range value ({0})")]
     Math(#[from] NumError),
 }

@@ -1,9 +1,12 @@
 //! Events: one for every state change, in the order the changes happen.
 
 use crate::adl::{AdlPolicy, SocialChannel};
+use crate::breaker::{Status, Trigger};
 use crate::command::TransferTo;
+use crate::governance::{Change, Kind, PublicKey};
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
+use crate::withdrawal::WithdrawalParams;
 use serde::{Deserialize, Serialize};
 
 /// Id of an account, market or asset. Ids of up to 24 bytes are stored inline, so copying one
@@ -99,6 +102,107 @@ pub enum Event {
         rate: Ratio,
         index_price: Price,
         funding_index: FundingIndex,
+    },
+    /// A circuit breaker tripped: `value` is what was observed, `limit` the threshold; the trip
+    /// holds until `until` (extended while the condition persists).
+    BreakerTripped {
+        market: Id,
+        trigger: Trigger,
+        level: Status,
+        until: u64,
+        value: String,
+        limit: String,
+    },
+    /// A trip expired (its cool-down passed with the condition gone).
+    BreakerCleared {
+        market: Id,
+        trigger: Trigger,
+    },
+    MarketStatusChanged {
+        market: Id,
+        from: Status,
+        to: Status,
+    },
+    /// `settle_market` closed one position at the settlement price.
+    PositionSettled {
+        account: Id,
+        market: Id,
+        size: Size,
+        price: Price,
+        realized_pnl: Quote,
+        isolated: bool,
+    },
+    /// The market is wound down: `positions` closed at `price`; `rounding` (shorts pay their
+    /// notional rounded up, longs receive it rounded down) went to the fee pool.
+    MarketSettled {
+        market: Id,
+        price: Price,
+        positions: u32,
+        rounding: Quote,
+    },
+    WithdrawalParamsSet {
+        params: Option<WithdrawalParams>,
+    },
+    /// `amount` left the bucket and is reserved until the withdrawal executes or is cancelled.
+    WithdrawalRequested {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+        unlock_ts: u64,
+    },
+    WithdrawalExecuted {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isolated: Option<Id>,
+    },
+    /// The amount went back to the bucket: `reason` is `requested` (`cancel_withdrawal`) or
+    /// `margin` (the bucket no longer met its initial requirement when the withdrawal unlocked).
+    WithdrawalCancelled {
+        id: u64,
+        account: Id,
+        amount: Quote,
+        reason: Id,
+    },
+    WithdrawalsGated {
+        until: u64,
+        reason: String,
+    },
+    GovernanceInstalled {
+        keys: u32,
+        threshold: u32,
+        guardian: Option<PublicKey>,
+    },
+    /// `kind` (`tighten`, `loosen`, `rotation`) picks the timelock.
+    ProposalCreated {
+        nonce: u64,
+        kind: Kind,
+        change: Change,
+    },
+    ProposalApproved {
+        nonce: u64,
+        key: PublicKey,
+        approvals: u32,
+    },
+    /// The threshold was reached; the change may execute from `eta`.
+    ProposalQueued {
+        nonce: u64,
+        eta: u64,
+    },
+    ProposalExecuted {
+        nonce: u64,
+    },
+    /// `reason`: `cancelled` (a council key) or `council rotated`.
+    ProposalCancelled {
+        nonce: u64,
+        reason: Id,
+    },
+    GuardianActed {
+        nonce: u64,
+        change: Change,
     },
     InsuranceFundCreated {
         fund: Id,

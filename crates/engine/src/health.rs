@@ -78,8 +78,9 @@ pub struct PositionRisk {
 /// Value and requirements of `pos` in `market`.
 ///
 /// maintenance = max(tiered maintenance, notional × volatility fraction);
-/// initial = max(tiered initial, notional × volatility initial fraction), then scaled up with
-/// open interest; liquidation-end = maintenance + share × (unscaled initial − maintenance), so
+/// initial = max(tiered initial, notional × volatility initial fraction), then times the
+/// market's margin multiplier (breaker or governance; capped at the notional, rounded up),
+/// then scaled up with open interest; liquidation-end = maintenance + share × (unscaled initial − maintenance), so
 /// an open-interest surge never makes liquidation sell more.
 /// A flat position (an isolated bucket holding only margin) needs no price.
 pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Reject> {
@@ -117,6 +118,12 @@ fn position_risk_at(market: &Market, pos: &Position, mark: Price, levels: Levels
         }
         let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
         liquidation_end = maintenance.checked_add(buffer)?;
+    }
+    // A breaker or governance multiplier raises only the initial level (never above the
+    // notional), so it blocks new risk without liquidating anyone.
+    let multiplier = market.initial_multiplier();
+    if multiplier > Ratio::ONE {
+        initial = initial.max(initial.mul_ratio_ceil(multiplier)?.min(notional));
     }
     if let Some(oi) = &market.params.open_interest_scaling {
         let t = oi.utilisation(market.open_interest_notional(mark)?)?;

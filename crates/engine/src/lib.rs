@@ -42,12 +42,14 @@
 pub mod account;
 pub mod adl;
 pub mod asset;
+pub mod breaker;
 pub mod command;
 pub mod detection;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod funding;
+pub mod governance;
 pub mod health;
 pub mod insurance;
 pub mod liquidation;
@@ -56,6 +58,7 @@ pub mod market;
 pub mod num;
 pub mod oracle;
 pub mod view;
+pub mod withdrawal;
 
 #[cfg(test)]
 mod testkit;

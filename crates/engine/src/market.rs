@@ -2,6 +2,7 @@
 //! open interest, volatility margin).
 
 use crate::adl::{AdlParams, SocialChannel};
+use crate::breaker::{BreakerParams, BreakerState};
 use crate::error::{check_range, ParamError};
 use crate::event::Id;
 use crate::funding::FundingParams;
@@ -62,6 +63,9 @@ pub struct MarketParams {
     /// Bounds: 0 ≤ insurance_fee_share ≤ 1. Default 0.
     #[serde(default)]
     pub insurance_fee_share: Ratio,
+    /// Circuit breakers and the fill price band (off when absent); see [`crate::breaker`].
+    #[serde(default)]
+    pub breakers: Option<Box<BreakerParams>>,
 }
 
 fn half() -> Ratio {
@@ -100,7 +104,30 @@ impl MarketParams {
             Ratio::ONE,
             "0 ≤ insurance_fee_share ≤ 1",
         )?;
+        if let Some(b) = &self.breakers {
+            b.validate()?;
+        }
         Ok(tiers)
+    }
+
+    /// True when `self` is at least as strict as `old`: base margin fractions no lower,
+    /// breakers at least as strict ([`BreakerParams::at_least_as_strict_as`]; adding breakers
+    /// tightens, removing them loosens), and every other parameter unchanged. Governance uses it
+    /// to pick the short timelock; anything else counts as a loosening (the long timelock).
+    pub fn at_least_as_strict_as(&self, old: &MarketParams) -> bool {
+        let mut rest = self.clone();
+        rest.initial_margin = old.initial_margin;
+        rest.maintenance_margin = old.maintenance_margin;
+        rest.breakers = old.breakers.clone();
+        let breakers_ok = match (&self.breakers, &old.breakers) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(n), Some(o)) => n.at_least_as_strict_as(o),
+        };
+        rest == *old
+            && breakers_ok
+            && self.initial_margin >= old.initial_margin
+            && self.maintenance_margin >= old.maintenance_margin
     }
 }
 
@@ -121,6 +148,8 @@ pub struct Market {
     pub funding_pool: Quote,
     /// Σ long sizes (= Σ short sizes).
     pub open_interest: Size,
+    /// Status, trips and the governance margin multiplier.
+    pub breaker: BreakerState,
 }
 
 impl Market {
@@ -135,6 +164,7 @@ impl Market {
             funding_index: FundingIndex::ZERO,
             funding_pool: Quote::ZERO,
             open_interest: Size::ZERO,
+            breaker: BreakerState::default(),
         }
     }
 
@@ -156,6 +186,12 @@ impl Market {
             Some(_) => tiers.max(self.vol.fraction),
             None => tiers,
         }
+    }
+
+    /// Multiplier of the initial requirement (1 unless governance or the insurance breaker
+    /// raised it).
+    pub fn initial_multiplier(&self) -> Ratio {
+        self.breaker.initial_multiplier(self.params.breakers.as_deref())
     }
 
     /// Open interest in quote at `mark` (rounded up: it only ever raises requirements).

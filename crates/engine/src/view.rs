@@ -4,6 +4,7 @@
 
 use crate::account::{Account, Bucket, Position};
 use crate::asset::SETTLEMENT;
+use crate::breaker::{Status, Trip};
 use crate::detection::{key, Key};
 use crate::engine::{Engine, Totals};
 use crate::error::Reject;
@@ -13,6 +14,7 @@ use crate::margin::TierRow;
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Ratio, Size};
 use crate::oracle::Validity;
+use crate::withdrawal::WithdrawalParams;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -32,6 +34,31 @@ pub struct StateView {
     pub assets: BTreeMap<String, AssetView>,
     pub fee_pool: Quote,
     pub totals: TotalsView,
+    pub withdrawals: WithdrawalsView,
+}
+
+/// Withdrawal limits, the gate and the pending requests.
+#[derive(Debug, Serialize)]
+pub struct WithdrawalsView {
+    /// None: `withdraw` is immediate.
+    pub params: Option<WithdrawalParams>,
+    /// The gate's end, while it is closed at `ts`.
+    pub gated_until: Option<u64>,
+    pub gate_reason: Option<String>,
+    /// What the outflow limiter would still let out at `ts` (None without limits).
+    pub outflow_room: Option<Quote>,
+    /// Σ pending amounts.
+    pub reserved: Quote,
+    pub pending: Vec<PendingView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PendingView {
+    pub id: u64,
+    pub account: String,
+    pub isolated: Option<String>,
+    pub amount: Quote,
+    pub unlock_ts: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +149,14 @@ pub struct MarketView {
     pub funding_index: FundingIndex,
     pub funding_pool: Quote,
     pub volatility_margin_fraction: Ratio,
+    /// Breaker status at `ts`: `active`, `reduce_only`, `halted` or `settlement`.
+    pub status: Status,
+    /// Active breaker trips (`trigger`, `level`, `until`, `held`).
+    pub trips: Vec<Trip>,
+    /// Multiplier of the initial requirement (governance or the insurance breaker; 1 = none).
+    pub initial_margin_multiplier: Ratio,
+    /// Liquidations wait until this time (the oracle grace period).
+    pub liquidations_resume_at: u64,
     pub tiers: Vec<TierRow>,
     pub params: MarketParams,
 }
@@ -194,6 +229,36 @@ impl Engine {
             assets,
             fee_pool: self.fee_pool(),
             totals: self.totals(),
+            withdrawals: self.withdrawals_view()?,
+        })
+    }
+
+    fn withdrawals_view(&self) -> Result<WithdrawalsView, Reject> {
+        let w = self.withdrawals();
+        let gate = w.gate_at(self.now());
+        let pool = self.totals().deposits.checked_sub(self.totals().withdrawals)?;
+        let outflow_room = match &w.params {
+            Some(p) => Some(w.room(p, pool, self.now())?.0),
+            None => None,
+        };
+        let ids: Vec<&crate::event::Id> = self.accounts().map(|(id, _)| id).collect();
+        Ok(WithdrawalsView {
+            params: w.params.clone(),
+            gated_until: gate.map(|g| g.until),
+            gate_reason: gate.map(|g| g.reason.clone()),
+            outflow_room,
+            reserved: w.reserved()?,
+            pending: w
+                .pending
+                .iter()
+                .map(|p| PendingView {
+                    id: p.id,
+                    account: ids[p.account as usize].to_string(),
+                    isolated: p.isolated.map(|m| self.markets()[m as usize].id.to_string()),
+                    amount: p.amount,
+                    unlock_ts: p.unlock_ts,
+                })
+                .collect(),
         })
     }
 
@@ -303,6 +368,10 @@ impl Engine {
             funding_index: m.funding_index,
             funding_pool: m.funding_pool,
             volatility_margin_fraction: m.vol.fraction,
+            status: m.breaker.status_at(self.now()),
+            trips: m.breaker.trips.clone(),
+            initial_margin_multiplier: m.initial_multiplier(),
+            liquidations_resume_at: m.breaker.liquidations_resume_at,
             tiers: m.tiers.rows().to_vec(),
             params: m.params.clone(),
         }
@@ -310,7 +379,8 @@ impl Engine {
 
     /// Invariant 1 of DESIGN §3 for the settlement asset: the sum of cash (cross and
     /// isolated, the backstop vault's included), position cash legs, the fee pool, the funding
-    /// pools and the insurance funds equals deposits minus withdrawals, exactly. Returns the difference (zero when conserved).
+    /// pools, the insurance funds and the amounts reserved by pending withdrawals equals
+    /// deposits minus withdrawals, exactly. Returns the difference (zero when conserved).
     pub fn conservation_error(&self) -> Result<Quote, crate::num::NumError> {
         let mut held = self.fee_pool();
         for (_, a) in self.accounts() {
@@ -328,6 +398,7 @@ impl Engine {
         for f in self.insurance_funds() {
             held = held.checked_add(f.balance)?;
         }
+        held = held.checked_add(self.withdrawals().reserved()?)?;
         let net = self.totals().deposits.checked_sub(self.totals().withdrawals)?;
         held.checked_sub(net)
     }

@@ -2,10 +2,13 @@
 //!
 //! - `state_machine`: a proptest-state-machine model generates mostly plausible command streams
 //!   (listings, deposits, withdrawals, margin transfers, oracle random walks with crashes, gaps
-//!   and stale publish times, fills of every size, funding, time jumps) mixed with deliberately
+//!   and stale publish times, fills of every size, funding, time jumps; markets with circuit
+//!   breakers, `settle_market`, withdrawal limits, requests and cancellations, governance traffic
+//!   with valid, forged and misdirected signatures and guardian actions) mixed with deliberately
 //!   bad commands. Every command is rendered to a JSON line and decoded with `parse_line` (the
 //!   decoder must give back the same command), then applied to the engine. After every command:
-//!   conservation of USDC and of every collateral asset, Σ long = Σ short = open interest per
+//!   conservation of USDC (amounts reserved by pending withdrawals included) and of every
+//!   collateral asset, Σ long = Σ short = open interest per
 //!   market, a rejection changes nothing (state hash, events, seq), an acceptance bumps `seq` by
 //!   one and leaves `view()` computable. At the end of each case: a replay into a fresh engine
 //!   gives the same decisions, events and state hash, and a serde round trip (mid-stream and at
@@ -15,7 +18,7 @@
 //!   when they decode, into `apply` on an engine that already has markets, accounts and prices.
 //!
 //! Case counts: 1,000 command streams of 5 to 59 commands, and 3,000 cases for each fuzzer
-//! (about 25 s for the whole file in a debug build). `PROPTEST_CASES=N` scales every test: N
+//! (about 55 s for the whole file in a debug build). `PROPTEST_CASES=N` scales every test: N
 //! streams, 3 N fuzzer cases. A failure is shrunk to a short stream whose Debug form is one JSON
 //! line per command, ready for a plain `#[test]` or `ballast replay`; its seed is kept under
 //! `proptest-regressions/invariants/` and replayed first on every run.
@@ -23,18 +26,23 @@
 use ballast_engine::account::Bucket;
 use ballast_engine::adl::{AdlParams, AdlPolicy, SocialChannel};
 use ballast_engine::asset::AssetParams;
+use ballast_engine::breaker::{BreakerParams, PriceMove, Status};
 use ballast_engine::command::{
-    Deposit, Fill, Funding, Liquidate, OraclePrice, Side, TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
+    CancelWithdrawal, Deposit, Fill, Funding, Liquidate, OraclePrice, RequestWithdrawal, SettleMarket, Side,
+    TransferMargin, TransferTo, Withdraw, COMMAND_NAMES,
 };
 use ballast_engine::detection::key;
 use ballast_engine::event::OrderSide;
 use ballast_engine::funding::FundingParams;
+use ballast_engine::governance::{signing_bytes, Change, Council, Hex, SignedAction, Timelocks};
 use ballast_engine::liquidation::LiquidationParams;
 use ballast_engine::margin::{OiScaling, Tier, VolParams};
 use ballast_engine::market::MarketParams;
 use ballast_engine::num::{Price, Quote, Ratio, Size};
 use ballast_engine::oracle::{OracleConfig, SourceConfig, Validity};
+use ballast_engine::withdrawal::WithdrawalParams;
 use ballast_engine::{parse_line, Command, Engine, Event, Reject, TimedCommand};
+use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
@@ -193,6 +201,19 @@ fn render(c: &TimedCommand) -> String {
         Command::SetBackstop { account, loss_cap } => line.field("account", account).field("loss_cap", loss_cap),
         Command::Funding(f) => line.field("market", &f.market).field("rate", f.rate).field("premium", f.premium),
         Command::Tick => line,
+        Command::SettleMarket(x) => line.field("market", &x.market).field("price", x.price),
+        Command::ConfigureWithdrawals(p) => line.fields(params_map(p, &Value::Null, &[])),
+        Command::RequestWithdrawal(r) => {
+            line.field("account", &r.account).field("amount", r.amount).field("isolated", &r.isolated)
+        }
+        Command::CancelWithdrawal(c) => line.field("account", &c.account).field("id", c.id),
+        Command::InitGovernance(g) => line.field("council", &g.council),
+        Command::Propose(p) => line.field("nonce", p.nonce).field("change", &p.change),
+        Command::Approve(a) | Command::Cancel(a) => {
+            line.field("nonce", a.nonce).field("key", a.key).field("signature", a.signature)
+        }
+        Command::Execute(e) => line.field("nonce", e.nonce),
+        Command::Guardian(g) => line.field("nonce", g.nonce).field("change", &g.change).field("signature", g.signature),
     }
     .done()
 }
@@ -393,6 +414,14 @@ struct Model {
     deposited: Vec<(String, i128)>,
     isolated: Vec<(String, String)>,
     positions: Vec<(String, String, i128)>,
+    /// Withdrawal limits were configured (valid ones).
+    limits: bool,
+    /// Withdrawal requests sent so far (an upper bound of the ids in use).
+    requests: u64,
+    governed: bool,
+    /// The highest nonce sent and the proposals made.
+    nonce: u64,
+    proposals: Vec<(u64, Option<Change>)>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -671,6 +700,7 @@ fn market_params() -> BoxedStrategy<MarketParams> {
         ),
     );
     let funding = prop::option::weighted(0.2, (-1_000_000i64..=1_000_000, 0i64..=1_000_000, 1i64..=10_000_000));
+    let breakers = prop::option::weighted(0.3, breaker_params());
     (
         fractions,
         prop::option::weighted(0.3, tiers()),
@@ -680,9 +710,9 @@ fn market_params() -> BoxedStrategy<MarketParams> {
         vol,
         prop::option::weighted(0.35, oracle_config()),
         funding,
-        recovery_params(),
+        (recovery_params(), breakers),
     )
-        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding, recovery)| {
+        .prop_map(|((mm, extra, invalid), tiers, fees, share, oi, vol, oracle, funding, (recovery, breakers))| {
             let im = (mm + mm * extra / 1_000).min(ONE);
             // One in forty: maintenance above initial, an invalid listing.
             let (im, mm) = if invalid == 0 { (mm, im + 1) } else { (im, mm) };
@@ -731,6 +761,7 @@ fn market_params() -> BoxedStrategy<MarketParams> {
                 adl: recovery.1,
                 socialized_loss: recovery.2,
                 insurance_fee_share: recovery.3,
+                breakers,
                 ..defaults
             }
         })
@@ -770,6 +801,35 @@ fn recovery_params() -> BoxedStrategy<(LiquidationParams, AdlParams, SocialChann
                 (liquidation, adl, channel, Ratio::from_raw(share.unwrap_or(0)))
             },
         )
+        .boxed()
+}
+
+/// Breakers driven by prices, fills and time: price moves, the oracle breaker, an open-interest
+/// cap and a price band, with short or long cool-downs (the insurance and liquidation-volume
+/// triggers are inputs of the liquidation layer, tested in the engine's unit tests).
+fn breaker_params() -> BoxedStrategy<Box<BreakerParams>> {
+    (
+        prop::option::weighted(0.5, (ratio(1_000_000, 50_000_000), select(vec![1_000u64, 60_000]), any::<bool>())),
+        prop::option::weighted(0.4, 0u64..=60_000),
+        prop::option::weighted(0.3, log_raw(8, 14)),
+        prop::option::weighted(0.4, ratio(1_000_000, ONE)),
+        select(vec![0u64, 1_000, 60_000]),
+    )
+        .prop_map(|(price_move, grace, cap, band, cooldown_ms)| {
+            Box::new(BreakerParams {
+                price_move: price_move.map(|(max_move, window_ms, halt)| PriceMove {
+                    max_move,
+                    window_ms,
+                    level: if halt { Status::Halted } else { Status::ReduceOnly },
+                }),
+                oracle: grace.map(|grace_ms| ballast_engine::breaker::OracleBreaker { grace_ms }),
+                insurance_floor: None,
+                open_interest_cap: cap.map(Size::from_raw),
+                liquidation_volume: None,
+                price_band: band,
+                cooldown_ms,
+            })
+        })
         .boxed()
 }
 
@@ -1065,6 +1125,118 @@ fn funding(s: &Model) -> BoxedStrategy<Step> {
     Union::new_weighted(arms).boxed()
 }
 
+/// Wind a market down at a price near (or far from) its last quote.
+fn settle(s: &Model) -> BoxedStrategy<Step> {
+    let markets: Vec<(String, i64)> = s.markets.iter().map(|m| (m.id.clone(), m.price)).collect();
+    (ts_soon(s.now), select(markets))
+        .prop_flat_map(|(ts, (market, p))| {
+            fill_price(p)
+                .prop_map(move |price| step(ts, Command::SettleMarket(SettleMarket { market: market.clone(), price })))
+        })
+        .boxed()
+}
+
+/// Withdrawal limits: short or long delays, a small or large outflow share, short windows (so
+/// streams see the limiter refill); one in ten out of bounds.
+fn configure_withdrawals(s: &Model) -> BoxedStrategy<Step> {
+    (ts_after(s.now), 0u64..5_000, 0u64..200_000, 0u64..60_000, ratio(1, ONE), 1u64..600_000, 0u64..120_000, 0u8..10)
+        .prop_map(|(ts, base, pool, extra, share, window, gate, bad)| {
+            let max = if bad == 0 { base.saturating_sub(1) } else { base + extra };
+            let p = WithdrawalParams {
+                base_delay_ms: base,
+                pool_delay_ms: pool,
+                max_delay_ms: max,
+                outflow_share: share,
+                outflow_window_ms: window,
+                bad_debt_gate_ms: gate,
+            };
+            step(ts, Command::ConfigureWithdrawals(p))
+        })
+        .boxed()
+}
+
+/// Requests from the cross book or an isolated bucket, and cancellations of recent ids.
+fn withdrawal_request(s: &Model) -> BoxedStrategy<Step> {
+    let amount = || prop_oneof![4 => log_raw(4, 10).prop_map(|m| Size::from_raw(m * 100)), 1 => usdc_amount()];
+    let pairs = if s.isolated.is_empty() {
+        (account_name(s), market_name(s)).boxed()
+    } else {
+        select(s.isolated.clone()).boxed()
+    };
+    let cross = (ts_soon(s.now), account_name(s), amount()).prop_map(|(ts, account, amount)| {
+        step(ts, Command::RequestWithdrawal(RequestWithdrawal { account, amount, isolated: None }))
+    });
+    let iso = (ts_soon(s.now), pairs, amount()).prop_map(|(ts, (account, market), amount)| {
+        step(ts, Command::RequestWithdrawal(RequestWithdrawal { account, amount, isolated: Some(market) }))
+    });
+    let last = s.requests;
+    let cancel = (ts_soon(s.now), account_name(s), 0..=last)
+        .prop_map(|(ts, account, id)| step(ts, Command::CancelWithdrawal(CancelWithdrawal { account, id })));
+    prop_oneof![5 => cross, 2 => iso, 3 => cancel].boxed()
+}
+
+/// Council keys 1..=3 (seeds) and the guardian 9; 4 is a stranger.
+fn signing_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public(seed: u8) -> Hex<32> {
+    Hex(signing_key(seed).verifying_key().to_bytes())
+}
+
+fn init_governance(s: &Model) -> BoxedStrategy<Step> {
+    let timelocks = Timelocks { tighten_ms: 1_000, loosen_ms: 5_000, rotation_ms: 20_000 };
+    (ts_after(s.now), 1u32..=3)
+        .prop_map(move |(ts, threshold)| {
+            let council =
+                Council { keys: (1..=3).map(public).collect(), threshold, guardian: Some(public(9)), timelocks };
+            step(ts, Command::InitGovernance(ballast_engine::command::InitGovernance { council }))
+        })
+        .boxed()
+}
+
+/// Tightening and loosening changes of the markets and the withdrawal gate.
+fn change(s: &Model) -> BoxedStrategy<Change> {
+    let markets = market_name(s);
+    prop_oneof![
+        (markets.clone(), ratio(ONE, 3 * ONE))
+            .prop_map(|(market, multiplier)| Change::SetMarginMultiplier { market, multiplier }),
+        (markets, select(vec![Status::Active, Status::ReduceOnly, Status::Halted]))
+            .prop_map(|(market, status)| Change::SetMarketStatus { market, status }),
+        (0u64..200_000).prop_map(|until_ts| Change::GateWithdrawals { until_ts }),
+    ]
+    .boxed()
+}
+
+/// Governance traffic: proposals, approvals signed by council keys, strangers or nobody (and for
+/// the wrong nonce), executions and guardian actions, with nonces near the last one.
+fn governance(s: &Model) -> BoxedStrategy<Step> {
+    let last = s.nonce;
+    let nonce = move || prop_oneof![3 => Just(last + 1), 1 => 0..=last + 2];
+    let propose = (ts_soon(s.now), nonce(), change(s))
+        .prop_map(|(ts, nonce, change)| step(ts, Command::Propose(ballast_engine::command::Propose { nonce, change })));
+    let proposals = s.proposals.clone();
+    let approve =
+        (ts_soon(s.now), select(if proposals.is_empty() { vec![(0, None)] } else { proposals }), 1u8..=4, 0u8..8)
+            .prop_map(|(ts, (nonce, change), seed, mode)| {
+                let change = change.unwrap_or(Change::GateWithdrawals { until_ts: 0 });
+                let signed_nonce = if mode == 0 { nonce + 1 } else { nonce };
+                let action = if mode == 1 { SignedAction::Cancel } else { SignedAction::Approve };
+                let sig = Hex(signing_key(seed).sign(&signing_bytes(action, signed_nonce, &change)).to_bytes());
+                let signed = ballast_engine::command::SignedNonce { nonce, key: public(seed), signature: sig };
+                step(ts, if mode == 2 { Command::Cancel(signed) } else { Command::Approve(signed) })
+            });
+    let execute = (ts_after(s.now), 0..=last + 1)
+        .prop_map(|(ts, nonce)| step(ts, Command::Execute(ballast_engine::command::Execute { nonce })));
+    let guardian =
+        (ts_soon(s.now), nonce(), change(s), select(vec![9u8, 9, 1])).prop_map(|(ts, nonce, change, seed)| {
+            let signature =
+                Hex(signing_key(seed).sign(&signing_bytes(SignedAction::Guardian, nonce, &change)).to_bytes());
+            step(ts, Command::Guardian(ballast_engine::command::GuardianAction { nonce, change, signature }))
+        });
+    prop_oneof![3 => propose, 5 => approve, 2 => execute, 2 => guardian].boxed()
+}
+
 fn tick(s: &Model) -> BoxedStrategy<Step> {
     ts_after(s.now).prop_map(|ts| step(ts, Command::Tick)).boxed()
 }
@@ -1140,6 +1312,10 @@ impl ReferenceStateMachine for EngineMachine {
                 oracle(s),
             ),
             (2, tick(s)),
+            (1, configure_withdrawals(s)),
+            (1, init_governance(s)),
+            (if s.governed { 4 } else { 1 }, governance(s)),
+            (if s.limits { 4 } else { 1 }, withdrawal_request(s)),
         ];
         if listed {
             arms.push((
@@ -1152,6 +1328,7 @@ impl ReferenceStateMachine for EngineMachine {
             ));
             arms.push((2, funding(s)));
             arms.push((3, liquidate(s)));
+            arms.push((1, settle(s)));
         }
         if let Some(crash) = crash(s).filter(|_| !s.positions.is_empty()) {
             arms.push((5, crash));
@@ -1220,6 +1397,15 @@ impl ReferenceStateMachine for EngineMachine {
                     }
                 }
             }
+            Command::ConfigureWithdrawals(p) if p.validate().is_ok() => s.limits = true,
+            Command::RequestWithdrawal(_) => s.requests += 1,
+            Command::InitGovernance(_) => s.governed = true,
+            Command::Propose(p) => {
+                s.nonce = s.nonce.max(p.nonce);
+                s.proposals.push((p.nonce, Some(p.change.clone())));
+            }
+            Command::Guardian(g) => s.nonce = s.nonce.max(g.nonce),
+            Command::SettleMarket(x) if x.price.is_positive() => s.positions.retain(|(_, m, _)| *m != x.market),
             Command::Fill(f) => {
                 let known = s.funded.contains(&f.buyer) && s.funded.contains(&f.seller);
                 if known
@@ -1429,6 +1615,14 @@ fn probes(e: &Engine) -> Vec<TimedCommand> {
             isolated: None,
         }),
     });
+    out.push(TimedCommand {
+        ts: now + 3_000,
+        cmd: Command::RequestWithdrawal(RequestWithdrawal {
+            account: b,
+            amount: Size::from_raw(100_000_000),
+            isolated: None,
+        }),
+    });
     out.push(TimedCommand { ts: now + 7_200_000, cmd: Command::Tick });
     out
 }
@@ -1545,6 +1739,26 @@ const FIELDS: &[&str] = &[
     "initial_weight",
     "maintenance_weight",
     "deposit_cap",
+    "breakers",
+    "price_move",
+    "max_move",
+    "window_ms",
+    "level",
+    "grace_ms",
+    "insurance_floor",
+    "floor",
+    "margin_multiplier",
+    "open_interest_cap",
+    "liquidation_volume",
+    "max_notional",
+    "price_band",
+    "cooldown_ms",
+    "base_delay_ms",
+    "pool_delay_ms",
+    "max_delay_ms",
+    "outflow_share",
+    "outflow_window_ms",
+    "bad_debt_gate_ms",
 ];
 
 /// Words that are meaningful somewhere: ids that exist, enum values, command names.
@@ -1582,6 +1796,19 @@ const WORDS: &[&str] = &[
     "fill",
     "funding",
     "tick",
+    "settle_market",
+    "configure_withdrawals",
+    "request_withdrawal",
+    "cancel_withdrawal",
+    "init_governance",
+    "propose",
+    "approve",
+    "execute",
+    "cancel",
+    "guardian",
+    "set_margin_multiplier",
+    "reduce_only",
+    "halted",
 ];
 
 /// Decimal-looking strings: signs, leading zeros, many decimals, exponents, huge magnitudes.

@@ -263,11 +263,10 @@ impl Engine {
         self.check_trade(&trade, check, false, ts)?;
         let f = self.fund_of_market(m);
         let fund_balance = self.insurance[f].balance.checked_add(insurance_fee)?;
-        let liquidated = self.totals.liquidated_notional.checked_add(trade.paid)?;
         // Commit.
         self.commit_trade(&trade, events)?;
         self.insurance[f].balance = fund_balance;
-        self.totals.liquidated_notional = liquidated;
+        self.count_liquidated(m, trade.paid, ts, events)?;
         let started = self.start_liquidation(k, &h, events);
         let status = self.liquidations.get_mut(&k).expect("started above");
         let p = status.pacing_mut(m, ts, size_abs, params.window_ms);
@@ -334,12 +333,11 @@ impl Engine {
         }
         let fund = self.fund_of_market(m);
         let fund_balance = self.insurance[fund].balance.checked_add(insurance_fees)?;
-        let liquidated = self.totals.liquidated_notional.checked_add(trade.paid)?;
         // Commit.
         self.commit_trade(&trade, events)?;
         self.insurance[fund].balance = fund_balance;
         self.collect_trading_fees(m, trading_fees)?;
-        self.totals.liquidated_notional = liquidated;
+        self.count_liquidated(m, trade.paid, ts, events)?;
         for s in sides.into_iter().flatten() {
             self.record_order_fill(&s, m, f, ts, events)?;
         }
@@ -447,6 +445,27 @@ impl Engine {
     /// Find and process every bucket the command may have pushed below maintenance, and every
     /// bucket in liquidation that is due (see the module documentation).
     pub(super) fn detect_and_liquidate(&mut self, moves_prices_or_time: bool, events: &mut Vec<Event>) {
+        let bad_debt = self.totals.bad_debt;
+        let funds: SmallVec<[Quote; 2]> = self.insurance.iter().map(|f| f.balance).collect();
+        self.detect(moves_prices_or_time, events);
+        // Bad debt gates withdrawals (dYdX's rule); the breakers see the funds that moved.
+        if self.totals.bad_debt != bad_debt {
+            let until = self.now.saturating_add(self.bad_debt_gate_ms());
+            self.gate_withdrawals(until, "bad debt", events);
+        }
+        if self.insurance.iter().map(|f| f.balance).ne(funds.iter().copied()) {
+            for m in 0..self.markets.len() {
+                if self.markets[m].params.breakers.is_some() {
+                    let (id, balance) =
+                        (self.markets[m].id.clone(), self.insurance[self.fund_of_market(m as u32)].balance);
+                    // Fails only for an unknown market: these ids come from the engine itself.
+                    let _ = self.observe_insurance_balance(&id, balance, self.now, events);
+                }
+            }
+        }
+    }
+
+    fn detect(&mut self, moves_prices_or_time: bool, events: &mut Vec<Event>) {
         let mut keys = std::mem::take(&mut self.touched);
         self.step_prices(&mut keys);
         let backstop = self.backstop.is_some();
@@ -674,7 +693,13 @@ impl Engine {
             return Ok(());
         }
         let now = self.now;
-        if ranked.iter().any(|(m, _, _)| check_oracle(&self.markets[*m as usize], now, Action::Liquidate).is_err()) {
+        // The oracle must allow liquidation, and no breaker may pause it (a halt, or the grace
+        // period after an oracle outage).
+        let paused = |m: u32| {
+            let market = &self.markets[m as usize];
+            check_oracle(market, now, Action::Liquidate).is_err() || !market.breaker.allows_liquidation(now)
+        };
+        if ranked.iter().any(|(m, _, _)| paused(*m)) {
             return Ok(());
         }
         if let Some(&(m, _, _)) = ranked.first() {
@@ -814,7 +839,6 @@ impl Engine {
         let mut account = self.accounts[a as usize].clone();
         let mut vault = self.accounts[v as usize].clone();
         let mut markets = Vec::new();
-        let mut notional = Quote::ZERO;
         let positions: SmallVec<[(u32, Position); 2]> = bucket_positions(&account, bucket, None).collect();
         for (m, pos) in positions {
             let market = &self.markets[m as usize];
@@ -836,8 +860,8 @@ impl Engine {
                 .checked_sub(long(held.size))?
                 .checked_sub(long(pos.size))?;
             let pool = market.funding_pool.checked_add(owed)?.checked_add(vault_owed)?;
-            notional = notional.checked_add(pos.size.notional(market.mark().unwrap_or(Price::ZERO), Round::Ceil)?)?;
-            markets.push((m, oi, pool, key(v, vb)));
+            let notional = pos.size.notional(market.mark().unwrap_or(Price::ZERO), Round::Ceil)?;
+            markets.push((m, oi, pool, notional));
         }
         let cash = account.cash(bucket);
         vault.add_cash(Bucket::Cross, cash)?;
@@ -853,19 +877,17 @@ impl Engine {
         let totals = self.totals;
         let backstop_absorbed = totals.backstop_absorbed.checked_add(absorbed)?;
         let bad_debt = totals.bad_debt.checked_add(absorbed)?;
-        let liquidated_notional = totals.liquidated_notional.checked_add(notional)?;
         // Commit.
-        for (m, oi, pool, vk) in markets {
-            let market = &mut self.markets[m as usize];
-            market.open_interest = oi;
-            market.funding_pool = pool;
-            self.touched.push(vk);
-        }
         self.accounts[a as usize] = account;
         self.accounts[v as usize] = vault;
         self.totals.backstop_absorbed = backstop_absorbed;
         self.totals.bad_debt = bad_debt;
-        self.totals.liquidated_notional = liquidated_notional;
+        for (m, oi, pool, notional) in markets {
+            let market = &mut self.markets[m as usize];
+            market.open_interest = oi;
+            market.funding_pool = pool;
+            self.count_liquidated(m, notional, self.now, events)?;
+        }
         self.touched.push(key(v, Bucket::Cross));
         let (account, isolated) = self.bucket_ids(k);
         events.push(Event::BackstopTakeover {
@@ -967,10 +989,9 @@ impl Engine {
             let (buyer, seller) = if pos.size.is_positive() { (w, a) } else { (a, w) };
             let trade = self.prepare_trade(m, buyer, seller, size, price, (Quote::ZERO, Quote::ZERO))?;
             let adl_notional = self.totals.adl_notional.checked_add(trade.paid)?;
-            let liquidated = self.totals.liquidated_notional.checked_add(trade.paid)?;
             self.commit_trade(&trade, events)?;
             self.totals.adl_notional = adl_notional;
-            self.totals.liquidated_notional = liquidated;
+            self.count_liquidated(m, trade.paid, self.now, events)?;
             closed = closed.checked_add(size)?;
             events.push(Event::Deleveraged {
                 market: self.market_id(m),
@@ -1149,6 +1170,14 @@ impl Engine {
     }
 
     // ---- helpers ---------------------------------------------------------------------------
+
+    /// Count `notional` liquidated in market `m`: the totals, and the market's liquidation-volume
+    /// breaker.
+    fn count_liquidated(&mut self, m: u32, notional: Quote, ts: u64, events: &mut Vec<Event>) -> Result<(), Reject> {
+        self.totals.liquidated_notional = self.totals.liquidated_notional.checked_add(notional)?;
+        let id = self.market_id(m);
+        self.record_liquidation(&id, notional, ts, events)
+    }
 
     fn fund_idx(&self, id: &str) -> Result<usize, Reject> {
         self.insurance.iter().position(|f| &*f.id == id).ok_or_else(|| Reject::UnknownFund(id.to_string()))
