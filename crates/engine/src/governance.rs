@@ -150,7 +150,7 @@ impl Council {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
     /// Replace every parameter of a market (re-validated with `MarketParams::validate`).
-    SetMarketParams { market: String, params: MarketParams },
+    SetMarketParams { market: String, params: Box<MarketParams> },
     /// The manual status: `active`, `reduce_only` or `halted`.
     SetMarketStatus { market: String, status: Status },
     /// Multiplier of the initial requirement, 1..=10.

@@ -209,7 +209,7 @@ impl Engine {
                 let tiers = params.validate()?;
                 self.check_segment(params.insurance_segment.as_deref())?;
                 let market = &mut self.markets[m];
-                market.params = params.clone();
+                market.params = (**params).clone();
                 market.tiers = tiers;
                 // New requirements move every holder's buffer: re-filed after the command.
                 self.touched.extend(self.index.holders(m as u32));
