@@ -319,3 +319,39 @@ fn detection_finds_what_a_full_scan_finds() {
     }
     assert!(started >= 5, "the path liquidates some buckets: {started}");
 }
+
+/// An isolated market with its own segment fund: its fees feed the segment, its deficit is paid
+/// by the segment first (within its per-event cap), then by the global fund.
+#[test]
+fn segment_fund_pays_first_within_its_cap_then_the_global_fund() {
+    let mut s = Story::new();
+    s.ok(r#"{"ts":0,"cmd":"create_insurance_fund","fund":"btc","max_payout_per_event":"300"}"#);
+    s.ok(&format!(
+        r#"{{"ts":0,"cmd":"create_market","market":"{BTC}","initial_margin":"0.1","maintenance_margin":"0.05","taker_fee":"0.001","insurance_segment":"btc","insurance_fee_share":"0.5"}}"#
+    ));
+    s.price(0, BTC, "50000");
+    s.deposit(0, "mm", "10000000");
+    s.ok(r#"{"ts":0,"cmd":"fund_insurance","fund":"global","amount":"5000"}"#);
+    s.deposit_isolated(0, "alice", "6100", BTC);
+    s.fill(1, BTC, "alice", "mm", "1", "50000");
+    // The buyer took liquidity: a 50 fee, half to the segment.
+    assert_eq!(s.view().insurance_funds["btc"], q("25"));
+    assert_eq!(s.view().fee_pool, q("25"));
+    s.ok(r#"{"ts":1,"cmd":"fund_insurance","fund":"btc","amount":"975"}"#);
+    // 43,000: equity 6,050 − 7,000 = −950: the segment pays its cap of 300, the global 650.
+    let events = oracle(&mut s, 2, "43000");
+    let paid: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::InsurancePaid { fund, amount, .. } => Some((fund.to_string(), *amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid, vec![("btc".to_string(), q("300")), ("global".to_string(), q("650"))]);
+    let funds = s.view().insurance_funds;
+    assert_eq!((funds["btc"], funds["global"]), (q("700"), q("4350")));
+    assert!(matches!(
+        s.rejects(r#"{"ts":3,"cmd":"fund_insurance","fund":"eth","amount":"1"}"#),
+        Reject::UnknownFund(_)
+    ));
+}
