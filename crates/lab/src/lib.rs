@@ -8,10 +8,13 @@
 //! fixed-point commands built from them.
 
 pub mod book;
+pub mod charts;
 pub mod contract;
 pub mod data;
 pub mod error;
 pub mod paths;
+pub mod report;
+pub mod runs;
 pub mod scenario;
 pub mod sim;
 pub mod stats;

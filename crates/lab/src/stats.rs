@@ -129,12 +129,13 @@ pub fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64, u64)> {
 }
 
 /// Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
+#[allow(clippy::excessive_precision)]
 pub fn norm_inv(p: f64) -> f64 {
     const A: [f64; 6] = [
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.38357751867269e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
