@@ -138,6 +138,34 @@ struct Pending {
     ready_at: u64,
 }
 
+/// How much of a liquidation order the book takes now, and at what price.
+///
+/// Linear impact: taking notional `N` moves the price by `N / depth_1pct` percent, so the
+/// average execution is `book × (1 ∓ (spread/2 + k·q·book/2))` with `k = 0.01 / depth_1pct`.
+/// The size is cut so that the average stays no worse than the order's limit for the
+/// liquidated account (a sell no lower, a buy no higher); `None` when nothing can be filled.
+pub fn plan_fill(book: f64, order: &LiqOrder, remaining: Size, depth_1pct: f64, spread: f64) -> Option<(Size, Price)> {
+    let limit = f_price(order.limit);
+    let k = 0.01 / depth_1pct;
+    let half_spread = spread / 2.0;
+    let slack = if order.sell { 1.0 - limit / book } else { limit / book - 1.0 } - half_spread;
+    if slack <= 0.0 || book <= 0.0 {
+        return None;
+    }
+    let max_size = 2.0 * slack / (k * book);
+    let q = size_floor(f_size(remaining).min(max_size));
+    if q.is_zero() {
+        return None;
+    }
+    let qf = f_size(q);
+    let exec = if order.sell {
+        price_ceil(book * (1.0 - half_spread - k * qf * book / 2.0)).max(order.limit)
+    } else {
+        price_floor(book * (1.0 + half_spread + k * qf * book / 2.0)).min(order.limit)
+    };
+    Some((q, exec))
+}
+
 /// Everything shared by the paths of a run: the scenario, the prepared price data, the book,
 /// and the engine after setup (cloned for each path).
 pub struct Setup {
@@ -642,28 +670,12 @@ impl Run<'_> {
             }
             let m = p.market as usize;
             let liq = &self.s.loaded.scenario.markets[m].liquidity;
-            let book = self.book_px[m];
-            let limit = f_price(p.order.limit);
-            let k = 0.01 / liq.depth_1pct; // relative impact per USDC of notional
-            let half_spread = liq.spread / 2.0;
-            // Average execution at book × (1 ∓ (half spread + k × notional / 2)); the size is
-            // cut so the average stays no worse than the limit for the liquidated account.
-            let slack = if p.order.sell { 1.0 - limit / book } else { limit / book - 1.0 } - half_spread;
-            let want = f_size(p.remaining);
-            let max_size = if slack <= 0.0 { 0.0 } else { 2.0 * slack / (k * book) };
-            let q = size_floor(want.min(max_size));
-            if q.is_zero() {
+            let Some((q, exec)) = plan_fill(self.book_px[m], &p.order, p.remaining, liq.depth_1pct, liq.spread) else {
                 i += 1;
                 continue;
-            }
-            let qf = f_size(q);
-            let exec = if p.order.sell {
-                book * (1.0 - half_spread - k * qf * book / 2.0)
-            } else {
-                book * (1.0 + half_spread + k * qf * book / 2.0)
             };
-            let exec =
-                if p.order.sell { price_ceil(exec).max(p.order.limit) } else { price_floor(exec).min(p.order.limit) };
+            let qf = f_size(q);
+            let k = 0.01 / liq.depth_1pct;
             let (account, market_id, sell, order_id) =
                 (p.order.account.clone(), p.order.market.clone(), p.order.sell, p.order.order);
             let mut done = false;
@@ -901,5 +913,61 @@ impl Run<'_> {
             Err(e) => format!("overflow: {e}"),
         };
         (self.r, self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(sell: bool, size: &str, limit: &str) -> LiqOrder {
+        LiqOrder {
+            order: 1,
+            account: "a1".into(),
+            market: "BTC-PERP".into(),
+            sell,
+            size: Size::parse(size).unwrap(),
+            limit: Price::parse(limit).unwrap(),
+            expires: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_small_order_fills_whole_near_the_book() {
+        // 1 BTC at 50,000 against 10M per 1%: impact 0.05% / 2 on average, plus half the spread.
+        let o = order(true, "1", "49000");
+        let (q, px) = plan_fill(50_000.0, &o, o.size, 10_000_000.0, 0.0002).unwrap();
+        assert_eq!(q, o.size);
+        let expected = 50_000.0 * (1.0 - 0.0001 - 0.01 / 10_000_000.0 * 50_000.0 / 2.0);
+        assert!((f_price(px) - expected).abs() < 1e-6, "{px} vs {expected}");
+    }
+
+    #[test]
+    fn a_large_order_is_cut_at_the_limit() {
+        // Limit 1% under the book, no spread: average impact k·q·book/2 <= 1% → q <= 2·0.01/(k·book).
+        let o = order(true, "1000", "49500");
+        let (q, px) = plan_fill(50_000.0, &o, o.size, 1_000_000.0, 0.0).unwrap();
+        let max = 2.0 * 0.01 / (0.01 / 1_000_000.0 * 50_000.0);
+        assert!((f_size(q) - max).abs() < 1e-6, "{q}");
+        assert!(px >= o.limit);
+        let b = order(false, "1000", "50500");
+        let (qb, pb) = plan_fill(50_000.0, &b, b.size, 1_000_000.0, 0.0).unwrap();
+        assert!((f_size(qb) - max).abs() < 1e-6);
+        assert!(pb <= b.limit);
+    }
+
+    #[test]
+    fn nothing_fills_beyond_the_limit() {
+        let o = order(true, "1", "50000");
+        assert_eq!(plan_fill(49_990.0, &o, o.size, 1e9, 0.0), None);
+        let o = order(false, "1", "50000");
+        assert_eq!(plan_fill(50_010.0, &o, o.size, 1e9, 0.0), None);
+    }
+
+    #[test]
+    fn seeds_differ_per_path() {
+        assert_ne!(path_seed(1, 0), path_seed(1, 1));
+        assert_ne!(path_seed(1, 0), path_seed(2, 0));
+        assert_eq!(path_seed(7, 3), path_seed(7, 3));
     }
 }
