@@ -57,6 +57,8 @@ pub struct Chart {
     /// The x values are unix milliseconds: label them as times.
     pub x_time: bool,
     pub y_from_zero: bool,
+    /// A fixed y range (e.g. the breaker states 0..3).
+    pub y_range: Option<(f64, f64)>,
     pub series: Vec<Series>,
 }
 
@@ -95,13 +97,19 @@ fn ranges(c: &Chart) -> ((f64, f64), (f64, f64)) {
         }
     }
     if !x0.is_finite() {
-        return ((0.0, 1.0), (0.0, 1.0));
+        return ((0.0, 1.0), c.y_range.unwrap_or((0.0, 1.0)));
+    }
+    if let Some(r) = c.y_range {
+        return ((x0, x1.max(x0 + 1.0)), r);
     }
     if c.y_from_zero {
         y0 = y0.min(0.0);
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
+    }
+    if y1 <= y0 && c.y_from_zero && y0 >= 0.0 {
+        return ((x0, x1), (0.0, if y1 > 0.0 { y1 * 1.1 } else { 1.0 }));
     }
     if y1 <= y0 {
         let pad = if y0 == 0.0 { 1.0 } else { y0.abs() * 0.05 };
