@@ -557,10 +557,6 @@ impl Run<'_> {
             self.fill_orders();
             self.unwind_liquidators();
             self.traders();
-            if k % 8 == 0 {
-                // Time passes for orders issued on fills (no price needed).
-                self.submit(&TimedCommand { ts, cmd: Command::Tick });
-            }
             self.record(k);
             if let Some(p) = progress {
                 if k % report_every == 0 || k + 1 == n {
@@ -573,7 +569,13 @@ impl Run<'_> {
     /// Apply a command the simulation generated; a refusal is counted, not fatal.
     fn submit(&mut self, cmd: &TimedCommand) -> bool {
         self.events.clear();
-        let ok = self.engine.apply(cmd, &mut self.events).is_ok();
+        let res = self.engine.apply(cmd, &mut self.events);
+        if let Err(e) = &res {
+            if std::env::var("BALLAST_LAB_DEBUG").is_ok() {
+                eprintln!("rejected {}: {e}", cmd.cmd.name());
+            }
+        }
+        let ok = res.is_ok();
         if !ok {
             self.r.rejected_commands += 1;
             return false;
