@@ -398,6 +398,13 @@ impl Setup {
         record: bool,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> (PathResult, Option<Detail>) {
+        let (mut run, fundamental) = self.begin(path, record);
+        run.simulate(&fundamental, progress);
+        run.finish()
+    }
+
+    /// A path ready to run: its engine (a clone of the set-up one) and its prices.
+    fn begin(&self, path: u64, record: bool) -> (Run<'_>, Vec<Vec<f64>>) {
         let mut rng = ChaCha8Rng::seed_from_u64(path_seed(self.seed, path));
         let fundamental = paths::generate(&self.loaded, &self.prep, &mut rng);
         let n_m = self.loaded.scenario.markets.len();
@@ -413,7 +420,7 @@ impl Setup {
             notes: self.notes.clone(),
             ..Detail::default()
         });
-        let mut run = Run {
+        let run = Run {
             s: self,
             engine: self.engine.clone(),
             rng,
@@ -440,8 +447,7 @@ impl Setup {
             next_liquidator: 0,
             ts: self.loaded.start_ms,
         };
-        run.simulate(&fundamental, progress);
-        run.finish()
+        (run, fundamental)
     }
 }
 
@@ -595,7 +601,6 @@ impl Run<'_> {
     }
 
     fn on_event(&mut self, ev: &Event) {
-        let lab = contract::classify(ev);
         if let Some(d) = &mut self.detail {
             if !matches!(ev, Event::OracleUpdated { .. }) {
                 #[derive(Serialize)]
@@ -609,6 +614,11 @@ impl Run<'_> {
                 let _ = d.events.write_all(b"\n");
             }
         }
+        self.handle(contract::classify(ev));
+    }
+
+    /// Act on one event of the liquidation contract.
+    fn handle(&mut self, lab: LabEvent) {
         match lab {
             LabEvent::Quiet => {}
             LabEvent::LiquidationOrder(o) => {
@@ -964,6 +974,78 @@ mod tests {
         assert_eq!(plan_fill(49_990.0, &o, o.size, 1e9, 0.0), None);
         let o = order(false, "1", "50000");
         assert_eq!(plan_fill(50_010.0, &o, o.size, 1e9, 0.0), None);
+    }
+
+    /// The venue side of the liquidation contract, driven by a hand-made `liquidation_order`
+    /// (today's engine emits none): the order is filled by a liquidator against the liquidity
+    /// model, the book price moves, the order's remaining size falls, and the liquidator hands
+    /// the position to the market maker.
+    #[test]
+    fn a_liquidation_order_is_filled_against_the_book_and_unwound() {
+        let dir = std::env::temp_dir().join(format!("ballast-lab-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bars = String::from("timestamp_utc,open,high,low,close,volume\n");
+        for i in 0..20 {
+            bars.push_str(&format!("2025-01-01T00:{i:02}:00Z,50000,50000,50000,50000,1\n"));
+        }
+        std::fs::write(dir.join("bars.csv"), bars).unwrap();
+        std::fs::write(
+            dir.join("positions.csv"),
+            "account,side,size,entry_price,isolated_margin\nalice,long,2,50000,20000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("s.toml"),
+            r#"
+name = "unit"
+start = "2025-01-01T00:00:00Z"
+end = "2025-01-01T00:10:00Z"
+[[markets]]
+id = "BTC-PERP"
+params = { initial_margin = "0.1", maintenance_margin = "0.05" }
+price = { model = "csv", file = "bars.csv" }
+liquidity = { depth_1pct = 25000, spread = 0.0 }
+[population]
+file = "positions.csv"
+[liquidators]
+count = 2
+latency_ms = 1000
+capital = 1000000
+"#,
+        )
+        .unwrap();
+        let setup = super::setup(crate::scenario::load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
+        let (mut run, _) = setup.begin(0, true);
+        run.ts = setup.loaded.start_ms;
+        run.book_px[0] = 50_000.0;
+        let o = order(true, "2", "49500");
+        run.handle(LabEvent::LiquidationOrder(LiqOrder { account: "alice".into(), ..o }));
+        assert_eq!(run.r.liquidation_orders, 1);
+        run.fill_orders();
+        assert_eq!(run.r.liquidation_fills, 0, "not before the liquidators' latency");
+        run.ts += 1000;
+        run.fill_orders();
+        // 25,000 of depth per 1% (k = 4e-7) and a limit 1% below: average impact k·q·50,000/2
+        // reaches 1% at q = 1 BTC, so 1 of the 2 fills now, at 49,500, and the book drops by
+        // k × 49,500 = 1.98%.
+        assert_eq!(run.r.liquidation_fills, 1);
+        assert!((f_size(run.pending[0].remaining) - 1.0).abs() < 1e-7, "{}", run.pending[0].remaining);
+        assert!((run.book_px[0] - 50_000.0 * (1.0 - 0.0198)).abs() < 0.01, "{}", run.book_px[0]);
+        let alice = run.engine.account("alice").unwrap().isolated(0).unwrap().position.size;
+        assert!((f_size(alice) - 1.0).abs() < 1e-7, "{alice}");
+        let liq0 = run.engine.account("liq.0").unwrap().cross_position(0).unwrap().size;
+        assert_eq!(liq0.checked_add(alice).unwrap().to_string(), "2");
+        // Nothing more fills at this book price: the limit is reached.
+        run.fill_orders();
+        assert_eq!(run.r.liquidation_fills, 1);
+        run.unwind_liquidators();
+        assert!(run.engine.account("liq.0").unwrap().cross_position(0).is_none_or(|p| p.size.is_zero()));
+        // The expiry of the order removes it.
+        run.handle(LabEvent::LiquidationOrderExpired { order: 1 });
+        assert!(run.pending.is_empty());
+        let (r, d) = run.finish();
+        assert_eq!(r.conservation_error, "0");
+        assert_eq!(d.unwrap().markers.iter().filter(|m| m.kind == "liquidation").count(), 1);
     }
 
     #[test]
