@@ -375,6 +375,8 @@ struct Run<'a> {
     events: Vec<Event>,
     pending: Vec<Pending>,
     impact: Vec<f64>,
+    /// The path's price this step, and the book's (path × (1 + impact)).
+    fund_px: Vec<f64>,
     book_px: Vec<f64>,
     breaker: Vec<u8>,
     r: PathResult,
@@ -427,6 +429,7 @@ impl Setup {
             events: Vec::with_capacity(256),
             pending: Vec::with_capacity(64),
             impact: vec![0.0; n_m],
+            fund_px: vec![0.0; n_m],
             book_px: vec![0.0; n_m],
             breaker: vec![0; n_m],
             r: PathResult {
@@ -504,6 +507,7 @@ impl Run<'_> {
             self.step_notional = 0.0;
             for m in 0..n_m {
                 self.impact[m] *= decay[m];
+                self.fund_px[m] = fundamental[m][k];
                 self.book_px[m] = fundamental[m][k] * (1.0 + self.impact[m]);
                 book_hist[m].push(self.book_px[m]);
             }
@@ -712,8 +716,8 @@ impl Run<'_> {
             self.cum_liq_notional += notional;
             self.step_fills += 1;
             self.step_notional += notional;
-            self.impact[m] += if sell { -k * notional } else { k * notional };
-            self.book_px[m] = (self.book_px[m] * (1.0 + if sell { -k * notional } else { k * notional })).max(1e-8);
+            self.impact[m] = (self.impact[m] + if sell { -k * notional } else { k * notional }).clamp(-0.95, 10.0);
+            self.book_px[m] = (self.fund_px[m] * (1.0 + self.impact[m])).max(1e-8);
             if let Some(d) = &mut self.detail {
                 d.markers.push(Marker {
                     ts: self.ts,
@@ -735,7 +739,8 @@ impl Run<'_> {
         }
     }
 
-    /// Liquidators hand what they bought to the market maker at the book price each step.
+    /// Liquidators hand what they took over to the market maker each step, at the path's
+    /// impact-free price.
     fn unwind_liquidators(&mut self) {
         for li in 0..self.s.liquidator_ids.len() {
             for m in 0..self.s.loaded.scenario.markets.len() {
@@ -752,15 +757,10 @@ impl Run<'_> {
                 let mid = self.s.loaded.scenario.markets[m].id.clone();
                 let (buyer, seller, taker) =
                     if pos.is_positive() { (MM, id.as_str(), Side::Seller) } else { (id.as_str(), MM, Side::Buyer) };
-                let cmd = contract::fill(
-                    self.ts,
-                    &mid,
-                    buyer,
-                    seller,
-                    pos.abs().unwrap_or(pos),
-                    price(self.book_px[m]),
-                    taker,
-                );
+                // At the impact-free price: what the liquidity they provided earns once the
+                // impact decays (they bought below it, or sold above it).
+                let fair = self.fund_px[m];
+                let cmd = contract::fill(self.ts, &mid, buyer, seller, pos.abs().unwrap_or(pos), price(fair), taker);
                 self.submit(&cmd);
             }
         }
@@ -1018,6 +1018,7 @@ capital = 1000000
         let (mut run, _) = setup.begin(0, true);
         run.ts = setup.loaded.start_ms;
         run.book_px[0] = 50_000.0;
+        run.fund_px[0] = 50_000.0;
         let o = order(true, "2", "49500");
         run.handle(LabEvent::LiquidationOrder(LiqOrder { account: "alice".into(), ..o }));
         assert_eq!(run.r.liquidation_orders, 1);
