@@ -164,7 +164,8 @@ fn fill_has_liquidation_flag() -> bool {
     })
 }
 
-/// The venue's fill of a liquidation order (`"liquidation": true` when the engine knows it).
+/// The venue's fill of a liquidation order (`"liquidation": true` when the engine knows it);
+/// the taker is set by [`set_fill`] before use.
 pub fn liquidation_fill(ts: u64, market: &str, buyer: &str, seller: &str, size: Size, price: Price) -> TimedCommand {
     let mut v = json!({"market": market, "buyer": buyer, "seller": seller, "size": size.to_string(), "price": price.to_string(), "taker": "buyer"});
     if fill_has_liquidation_flag() {
@@ -172,6 +173,30 @@ pub fn liquidation_fill(ts: u64, market: &str, buyer: &str, seller: &str, size: 
     }
     let fill: Fill = serde_json::from_value(v).expect("a fill built from valid parts decodes");
     TimedCommand { ts, cmd: Command::Fill(fill) }
+}
+
+/// Rewrite a fill command in place (its strings keep their capacity: no allocation once warm).
+#[allow(clippy::too_many_arguments)]
+pub fn set_fill(
+    cmd: &mut TimedCommand,
+    ts: u64,
+    market: &str,
+    buyer: &str,
+    seller: &str,
+    size: Size,
+    price: Price,
+    taker: Side,
+) {
+    cmd.ts = ts;
+    if let Command::Fill(f) = &mut cmd.cmd {
+        for (field, value) in [(&mut f.market, market), (&mut f.buyer, buyer), (&mut f.seller, seller)] {
+            field.clear();
+            field.push_str(value);
+        }
+        f.size = size;
+        f.price = price;
+        f.taker = taker;
+    }
 }
 
 /// A plain fill (not a liquidation).

@@ -20,6 +20,9 @@ use std::io::Write;
 
 pub const MM: &str = "venue.mm";
 
+/// Stands in for a reused command while it is being applied.
+const PLACEHOLDER: TimedCommand = TimedCommand { ts: 0, cmd: Command::Tick };
+
 pub fn price(x: f64) -> Price {
     Price::from_raw((x.clamp(1e-8, 1e9) * 1e8).round() as i64)
 }
@@ -390,6 +393,9 @@ struct Run<'a> {
     added_margin: f64,
     next_liquidator: usize,
     ts: u64,
+    /// Reused commands for liquidation fills and unwinds (no allocation per fill).
+    liq_fill: TimedCommand,
+    unwind_fill: TimedCommand,
 }
 
 impl Setup {
@@ -449,6 +455,8 @@ impl Setup {
             added_margin: 0.0,
             next_liquidator: 0,
             ts: self.loaded.start_ms,
+            liq_fill: contract::liquidation_fill(0, "", "", "", Size::ZERO, Price::ONE),
+            unwind_fill: contract::fill(0, "", "", "", Size::ZERO, Price::ONE, Side::Buyer),
         };
         (run, fundamental)
     }
@@ -692,16 +700,22 @@ impl Run<'_> {
             };
             let qf = f_size(q);
             let k = 0.01 / liq.depth_1pct;
-            let (account, market_id, sell, order_id) =
-                (p.order.account.clone(), p.order.market.clone(), p.order.sell, p.order.order);
+            let (sell, order_id) = (p.order.sell, p.order.order);
             let mut done = false;
-            for attempt in 0..self.s.liquidator_ids.len() {
-                let who = &self.s.liquidator_ids[(self.next_liquidator + attempt) % self.s.liquidator_ids.len()];
+            let n_liq = self.s.liquidator_ids.len();
+            for attempt in 0..n_liq {
+                let who = self.s.liquidator_ids[(self.next_liquidator + attempt) % n_liq].as_str();
+                let p = &self.pending[i];
                 let (buyer, seller) =
-                    if sell { (who.as_str(), account.as_str()) } else { (account.as_str(), who.as_str()) };
-                let cmd = contract::liquidation_fill(self.ts, &market_id, buyer, seller, q, exec);
-                if self.submit(&cmd) {
-                    self.next_liquidator = (self.next_liquidator + attempt + 1) % self.s.liquidator_ids.len();
+                    if sell { (who, p.order.account.as_str()) } else { (p.order.account.as_str(), who) };
+                // The liquidated account's order takes the liquidator's liquidity.
+                let taker = if sell { Side::Seller } else { Side::Buyer };
+                contract::set_fill(&mut self.liq_fill, self.ts, &p.order.market, buyer, seller, q, exec, taker);
+                let cmd = std::mem::replace(&mut self.liq_fill, PLACEHOLDER);
+                let ok = self.submit(&cmd);
+                self.liq_fill = cmd;
+                if ok {
+                    self.next_liquidator = (self.next_liquidator + attempt + 1) % n_liq;
                     done = true;
                     break;
                 }
@@ -753,15 +767,26 @@ impl Run<'_> {
                 if pos.is_zero() {
                     continue;
                 }
-                let id = self.s.liquidator_ids[li].clone();
-                let mid = self.s.loaded.scenario.markets[m].id.clone();
+                let id = self.s.liquidator_ids[li].as_str();
+                let mid = self.s.loaded.scenario.markets[m].id.as_str();
                 let (buyer, seller, taker) =
-                    if pos.is_positive() { (MM, id.as_str(), Side::Seller) } else { (id.as_str(), MM, Side::Buyer) };
+                    if pos.is_positive() { (MM, id, Side::Seller) } else { (id, MM, Side::Buyer) };
                 // At the impact-free price: what the liquidity they provided earns once the
                 // impact decays (they bought below it, or sold above it).
-                let fair = self.fund_px[m];
-                let cmd = contract::fill(self.ts, &mid, buyer, seller, pos.abs().unwrap_or(pos), price(fair), taker);
+                let fair = price(self.fund_px[m]);
+                contract::set_fill(
+                    &mut self.unwind_fill,
+                    self.ts,
+                    mid,
+                    buyer,
+                    seller,
+                    pos.abs().unwrap_or(pos),
+                    fair,
+                    taker,
+                );
+                let cmd = std::mem::replace(&mut self.unwind_fill, PLACEHOLDER);
                 self.submit(&cmd);
+                self.unwind_fill = cmd;
             }
         }
     }
