@@ -406,11 +406,14 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, LabError> {
     for o in overrides {
         apply_override(&mut value, o)?;
     }
-    // Round-trip through text so that serde reports the position of a bad key.
-    let scenario: Scenario = Scenario::deserialize(toml::Value::Table(value.clone())).map_err(|e| {
-        let src = if overrides.is_empty() { String::new() } else { " (after --set overrides)".to_string() };
-        LabError::Scenario(format!("{}{src}: {}", path.display(), e.message()))
-    })?;
+    // Without overrides, decode the text itself so that errors point at the line and column.
+    let scenario: Scenario = if overrides.is_empty() {
+        toml::from_str(&text)
+            .map_err(|e| LabError::Scenario(format!("{}: {}", path.display(), e.to_string().trim_end())))?
+    } else {
+        Scenario::deserialize(toml::Value::Table(value))
+            .map_err(|e| LabError::Scenario(format!("{} (after --set overrides): {}", path.display(), e.message())))?
+    };
     // Relative data files are looked up from the repository root when the scenario lives in
     // `scenarios/`, otherwise from the scenario's own folder.
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
