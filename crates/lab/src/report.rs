@@ -169,11 +169,12 @@ pub fn run_charts(d: &Detail) -> Vec<(String, Chart)> {
     c.add("liquidation fills", RED, Kind::Line, xy(&d.times, &d.liquidation_notional));
     c.add("ADL", PURPLE, Kind::Line, xy(&d.times, &d.adl_notional));
     out.push(("cumulative".into(), c));
-    let mut c = Chart::new("Circuit breakers (0 active, 1 reduce-only, 2 halted, 3 settlement)", "time (UTC)", "state")
-        .time()
-        .from_zero();
+    let mut c =
+        Chart::new("Circuit breakers (0 active, 1 reduce-only, 2 halted, 3 settlement)", "time (UTC)", "state").time();
+    c.y_range = Some((-0.2, 3.4));
     for (m, id) in d.market_ids.iter().enumerate() {
-        let v: Vec<f64> = d.breaker[m].iter().map(|b| f64::from(*b) + m as f64 * 0.04).collect();
+        // Markets drawn slightly apart so that equal states stay visible.
+        let v: Vec<f64> = d.breaker[m].iter().map(|b| f64::from(*b) + m as f64 * 0.03).collect();
         c.add(id.clone(), PALETTE[m % 8], Kind::Line, xy(&d.times, &v));
     }
     out.push(("breakers".into(), c));
