@@ -40,7 +40,7 @@ pub fn summary_json(setup: &Setup, r: &PathResult, paths: u64) -> Value {
         "breaker_trips": r.breaker_trips,
         "peak_open_interest": r2(r.peak_open_interest),
         "conservation_error": r.conservation_error,
-        "book": {"pnl": r2(r.book_pnl), "underwater_accounts": r.underwater_accounts, "unabsorbed_deficit": r2(r.unabsorbed_deficit), "liquidatable_at_end": r.liquidatable_at_end},
+        "book": {"pnl": r2(r.book_pnl), "underwater_accounts": r.underwater_accounts, "unabsorbed_deficit": r2(r.unabsorbed_deficit), "peak_deficit": r2(r.peak_deficit), "peak_deficit_at": if r.peak_deficit > 0.0 { format_utc(r.peak_deficit_ts) } else { String::new() }, "liquidatable_at_end": r.liquidatable_at_end},
         "traders": {"top_ups": r.top_ups, "deleveraged": r.deleveraged_by_traders, "new_entrants": r.new_entrants},
         "rejected_commands": r.rejected_commands,
         "oracle_validity_changes": r.oracle_validity_changes,
@@ -94,7 +94,7 @@ pub fn timeseries_csv(d: &Detail) -> String {
     for id in &d.market_ids {
         let _ = write!(out, ",{id}.fundamental,{id}.book,{id}.oracle,{id}.open_interest,{id}.breaker");
     }
-    out.push_str(",insurance_fund,backstop,liquidation_fills,liquidation_notional_cum,adl_notional_cum\n");
+    out.push_str(",insurance_fund,backstop,liquidation_fills,liquidation_notional_cum,adl_notional_cum,liquidatable_accounts,underwater_accounts,underwater_deficit\n");
     for (k, &ts) in d.times.iter().enumerate() {
         let _ = write!(out, "{},{ts}", format_utc(ts));
         for m in 0..d.market_ids.len() {
@@ -108,10 +108,18 @@ pub fn timeseries_csv(d: &Detail) -> String {
                 BREAKER_STATES[d.breaker[m][k] as usize % 4]
             );
         }
+        let opt = |v: f64, digits: usize| if v.is_nan() { String::new() } else { format!("{v:.digits$}") };
         let _ = writeln!(
             out,
-            ",{:.2},{:.2},{},{:.2},{:.2}",
-            d.insurance[k], d.backstop[k], d.liquidation_fills[k], d.liquidation_notional[k], d.adl_notional[k]
+            ",{:.2},{:.2},{},{:.2},{:.2},{},{},{}",
+            d.insurance[k],
+            d.backstop[k],
+            d.liquidation_fills[k],
+            d.liquidation_notional[k],
+            d.adl_notional[k],
+            opt(d.liquidatable[k], 0),
+            opt(d.underwater[k], 0),
+            opt(d.deficit[k], 2)
         );
     }
     out
@@ -178,6 +186,20 @@ pub fn run_charts(d: &Detail) -> Vec<(String, Chart)> {
         c.add(id.clone(), PALETTE[m % 8], Kind::Line, xy(&d.times, &v));
     }
     out.push(("breakers".into(), c));
+    let sampled = |v: &[f64]| -> Vec<(f64, f64)> {
+        d.times.iter().zip(v).filter(|(_, y)| !y.is_nan()).map(|(t, y)| (*t as f64, *y)).collect()
+    };
+    let mut c = Chart::new("Accounts below maintenance and below zero equity (full scans)", "time (UTC)", "accounts")
+        .time()
+        .from_zero();
+    c.add("below maintenance (liquidatable)", PALETTE[1], Kind::Line, sampled(&d.liquidatable));
+    c.add("below zero (bankrupt)", RED, Kind::Line, sampled(&d.underwater));
+    out.push(("health".into(), c));
+    let mut c = Chart::new("Deficit of the buckets below zero (what the waterfall must absorb)", "time (UTC)", "USDC")
+        .time()
+        .from_zero();
+    c.add("", RED, Kind::Line, sampled(&d.deficit));
+    out.push(("deficit".into(), c));
     out
 }
 
@@ -220,11 +242,20 @@ pub fn narrative(setup: &Setup, r: &PathResult, d: &Detail) -> String {
             "The engine issued no liquidation order: this engine build has no liquidation layer yet (it is being built on main), \
              so nothing was liquidated and no loss was absorbed by any layer. At the end {} accounts were below their maintenance \
              requirement and {} were below zero equity, with a combined deficit of {}: that is the bad debt the waterfall \
-             (insurance fund, then ADL, then socialized loss) would have had to absorb. Traders topped up {} times, cut risk {} \
+             (insurance fund, then ADL, then socialized loss) would have had to absorb{}. Traders topped up {} times, cut risk {} \
              times, and the book lost {} in total. ",
             r.liquidatable_at_end,
             r.underwater_accounts,
             fmt_usd(r.unabsorbed_deficit),
+            if r.peak_deficit > r.unabsorbed_deficit {
+                format!(
+                    " (at its worst, at {}, it was {}: positions that were never liquidated won part of their loss back as prices bounced)",
+                    format_utc(r.peak_deficit_ts),
+                    fmt_usd(r.peak_deficit)
+                )
+            } else {
+                String::new()
+            },
             r.top_ups,
             r.deleveraged_by_traders,
             fmt_usd(-r.book_pnl)
@@ -362,6 +393,8 @@ pub fn write_stress(dir: &Path, setup: &Setup, r: &PathResult, d: &Detail) -> Re
         ("Liquidations per minute", "liquidations-per-minute"),
         ("Liquidation and ADL volume", "cumulative"),
         ("Circuit breakers", "breakers"),
+        ("Account health", "health"),
+        ("Unabsorbed deficit", "deficit"),
     ] {
         let _ = writeln!(body, "<h2>{title}</h2>");
         if let Some((_, svg)) = charts.iter().find(|c| c.0 == name) {

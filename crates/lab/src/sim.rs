@@ -87,6 +87,9 @@ pub struct PathResult {
     pub book_pnl: f64,
     pub underwater_accounts: u64,
     pub unabsorbed_deficit: f64,
+    /// The largest deficit of the buckets below zero seen by a full scan (recorded runs only).
+    pub peak_deficit: f64,
+    pub peak_deficit_ts: u64,
     pub liquidatable_at_end: u64,
     pub top_ups: u64,
     pub deleveraged_by_traders: u64,
@@ -128,6 +131,12 @@ pub struct Detail {
     pub liquidation_fills: Vec<u32>,
     pub liquidation_notional: Vec<f64>,
     pub adl_notional: Vec<f64>,
+    /// A scan of every account's health at some steps (`NaN` elsewhere): buckets below
+    /// maintenance, below zero, and their deficit. Taken at most every `scan_every` steps so
+    /// that a scan costs at most about 3 million health evaluations per run.
+    pub liquidatable: Vec<f64>,
+    pub underwater: Vec<f64>,
+    pub deficit: Vec<f64>,
     pub markers: Vec<Marker>,
     /// events.jsonl: every event after setup except oracle_updated.
     pub events: Vec<u8>,
@@ -182,6 +191,8 @@ pub struct Setup {
     pub book_equity_start: f64,
     pub insurance_start: f64,
     pub backstop_start: f64,
+    /// Health evaluations allowed for the periodic full scans of a recorded run (default 3,000,000).
+    pub scan_budget: usize,
     liquidator_ids: Vec<String>,
     max_leverage: Vec<f64>,
     market_cdf: Vec<f64>,
@@ -304,6 +315,7 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
         book_equity_start,
         insurance_start,
         backstop_start,
+        scan_budget: 3_000_000,
         liquidator_ids,
         max_leverage,
         market_cdf,
@@ -896,7 +908,28 @@ impl Run<'_> {
             .then_some((eq, book.size[i] * self.book_px[book.market[i] as usize]))
     }
 
-    fn record(&mut self, _k: usize) {
+    fn record(&mut self, k: usize) {
+        if let Some(d) = &mut self.detail {
+            let n = self.s.book.len() + self.extra.len();
+            let steps = self.s.prep.steps();
+            let samples = (self.s.scan_budget / n.max(1)).clamp(10, steps.max(10));
+            let every = steps.div_ceil(samples).max(1);
+            if k.is_multiple_of(every) || k + 1 == steps {
+                let (_, u1, d1, l1) = book_equity(&self.engine, &self.s.book);
+                let (_, u2, d2, l2) = book_equity(&self.engine, &self.extra);
+                d.liquidatable.push((l1 + l2) as f64);
+                d.underwater.push((u1 + u2) as f64);
+                d.deficit.push(d1 + d2);
+                if d1 + d2 > self.r.peak_deficit {
+                    self.r.peak_deficit = d1 + d2;
+                    self.r.peak_deficit_ts = self.ts;
+                }
+            } else {
+                d.liquidatable.push(f64::NAN);
+                d.underwater.push(f64::NAN);
+                d.deficit.push(f64::NAN);
+            }
+        }
         let mut oi_total = 0.0;
         let mut oi = [0.0f64; 64];
         for (m, market) in self.engine.markets().iter().enumerate() {
