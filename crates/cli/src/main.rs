@@ -1,8 +1,9 @@
-//! `ballast`: the one binary of the project. For now it replays command files through the
-//! engine, checks journals, and makes governance keys and signatures; the stress lab and the
-//! service join it as further subcommands.
+//! `ballast`: the one binary of the project: it replays command files through the engine,
+//! checks journals, makes governance keys and signatures, and runs the stress lab (stress runs,
+//! Monte Carlo, sweeps, comparisons).
 
 mod keys;
+mod lab;
 mod replay;
 mod verify;
 
@@ -64,6 +65,71 @@ enum Cmd {
         #[arg(long)]
         ts: Option<u64>,
     },
+    /// Run a scenario once (one path) and write summary.json, events.jsonl, timeseries.csv,
+    /// charts and report.html. Exits non-zero if the conservation error is not 0.
+    Stress {
+        /// The scenario file (TOML; see docs/scenarios.md).
+        scenario: PathBuf,
+        /// Output folder (default out/stress-NAME).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Which path of the seed to run.
+        #[arg(long, default_value_t = 0)]
+        path: u64,
+        /// Override a scenario value: PATH=VALUE (e.g. population.accounts=100000).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Monte Carlo: N paths in parallel; VaR/ES of bad debt and insurance drawdown,
+    /// liquidations-at-risk, bootstrap intervals, histograms.
+    Mc {
+        scenario: PathBuf,
+        /// Number of paths (default: the scenario's `paths`).
+        #[arg(long)]
+        paths: Option<u64>,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Worker threads (default: all cores). Results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// A grid of parameter values: CSV of results and a frontier of bad debt against capital
+    /// efficiency.
+    Sweep {
+        scenario: PathBuf,
+        /// PATH=V1,V2,... (repeat for a grid).
+        #[arg(long = "grid", value_name = "PATH=V1,V2")]
+        grid: Vec<String>,
+        /// Paths per grid point.
+        #[arg(long)]
+        paths: Option<u64>,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// The same scenario under several parameter sets (e.g. ADL policies), side by side.
+    Compare {
+        scenario: PathBuf,
+        /// NAME:PATH=V;PATH=V (repeat; `base:` is the scenario as written).
+        #[arg(long = "variant", value_name = "NAME:PATH=V;...")]
+        variants: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +139,10 @@ fn main() -> ExitCode {
         Cmd::Verify { data_dir } => verify::run(&data_dir),
         Cmd::Keygen { out } => keys::keygen(&out),
         Cmd::Sign { key, file, nonce, cancel, ts } => keys::sign(&key, &file, nonce, cancel, ts),
+        Cmd::Stress { scenario, out, seed, path, sets } => lab::stress(&scenario, out, seed, path, &sets),
+        Cmd::Mc { scenario, paths, out, seed, threads, sets } => lab::mc(&scenario, paths, out, seed, threads, &sets),
+        Cmd::Sweep { scenario, grid, paths, out, seed, sets } => lab::sweep(&scenario, &grid, paths, out, seed, &sets),
+        Cmd::Compare { scenario, variants, out, seed, sets } => lab::compare(&scenario, &variants, out, seed, &sets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -280,6 +280,8 @@ pub enum Event {
         vault: Id,
         equity: Quote,
         absorbed: Quote,
+        /// Notional of the positions taken, at the mark.
+        notional: Quote,
     },
     /// An insurance fund paid part of a bankrupt bucket's deficit.
     InsurancePaid {

@@ -877,6 +877,7 @@ impl Engine {
         let totals = self.totals;
         let backstop_absorbed = totals.backstop_absorbed.checked_add(absorbed)?;
         let bad_debt = totals.bad_debt.checked_add(absorbed)?;
+        let notional = markets.iter().try_fold(Quote::ZERO, |sum, m| sum.checked_add(m.3))?;
         // Commit.
         self.accounts[a as usize] = account;
         self.accounts[v as usize] = vault;
@@ -896,6 +897,7 @@ impl Engine {
             vault: self.account_ids[v as usize].clone(),
             equity: h.equity,
             absorbed,
+            notional,
         });
         Ok(())
     }
