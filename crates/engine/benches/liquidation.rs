@@ -4,6 +4,9 @@
 //!
 //! The population (`support/population.rs`) is built once, through `Engine::apply`, before any
 //! group runs. Then, in this order:
+//! Set `BALLAST_BENCH_ACCOUNTS` (a multiple of 100) for another population size; the group
+//! names follow it (`liquidation_100k`, …).
+//!
 //! * `liquidation_1m/oracle_step_nobody_liquidated`: one `apply` of an `oracle` command moving
 //!   BTC-PERP by ±0.01% (alternating up and down, `ts` + 1 ms each), on the live engine.
 //! * `liquidation_1m/full_scan`: `Engine::scan_liquidatable()` at the same state: the health of
@@ -57,14 +60,16 @@ fn check_small_steps(engine: &mut Engine, ts: u64) {
 fn bench_liquidation(c: &mut Criterion) {
     let rss_before = rss_kib();
     let t = Instant::now();
-    let (mut engine, census) = build();
+    let n = accounts();
+    let expected = risky(n);
+    let (mut engine, census) = build(n);
     let built = t.elapsed();
     let rss_after = rss_kib();
     let buckets = census.cross + census.isolated + MAKERS;
     eprintln!(
         "population: {} accounts + {MAKERS} makers ({} cross, {} isolated; {} risky longs: {} cross, {} isolated; \
          {} longs at 1.0-1.3x, {} shorts at 1.0-3.0x) built through apply in {:.2?}",
-        ACCOUNTS,
+        n,
         census.cross,
         census.isolated,
         census.risky_cross + census.risky_isolated,
@@ -91,21 +96,28 @@ fn bench_liquidation(c: &mut Criterion) {
     check_small_steps(&mut engine, ts);
     ts += 2;
 
-    let mut g = c.benchmark_group("liquidation_1m");
+    // Group names carry the population size: `liquidation_1m`, `liquidation_100k`, …
+    let size = match n {
+        n if n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    };
+    let mut g = c.benchmark_group(format!("liquidation_{size}"));
     g.bench_function("oracle_step_nobody_liquidated", |b| {
         let mut cmds = [oracle(0, PRICE + STEP), oracle(0, PRICE)];
         let mut events = Vec::with_capacity(16);
-        let mut n = 0usize;
+        let (mut n, mut rejected) = (0usize, 0usize);
         b.iter(|| {
             let cmd = &mut cmds[n & 1];
             n += 1;
             cmd.ts = ts;
             ts += 1;
             let r = engine.apply(cmd, &mut events);
-            black_box(&r);
+            rejected += usize::from(r.is_err());
             black_box(&events[..]);
             events.clear();
         });
+        assert_eq!(rejected, 0, "every timed oracle step is accepted");
         // Leave the price at 60,000 for what follows.
         if n % 2 == 1 {
             engine.apply(&oracle(ts, PRICE), &mut events).expect("oracle accepted");
@@ -140,16 +152,18 @@ fn bench_liquidation(c: &mut Criterion) {
             scanned.len(),
             e.filed_buckets()
         );
-        assert_eq!(s, RISKY, "the crash makes exactly the risky longs liquidatable");
-        assert_eq!(o, RISKY, "one liquidation order each");
+        assert_eq!(s, expected, "the crash makes exactly the risky longs liquidatable");
+        assert_eq!(o, expected, "one liquidation order each");
         assert_eq!(in_liquidation, scanned, "the index found exactly what the full scan finds");
-        assert_eq!(e.filed_buckets(), buckets - RISKY);
+        assert_eq!(e.filed_buckets(), buckets - expected);
     }
-    let mut g = c.benchmark_group("liquidation_1m_crash");
+    // Criterion sizes the samples by wall time, clone and drop included (about 0.6 s per
+    // iteration at 1,000,000 accounts): 8 s gives 10 samples of 1–2 crashes each.
+    let mut g = c.benchmark_group(format!("liquidation_{size}_crash"));
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(1));
+        .measurement_time(Duration::from_secs(8));
     g.bench_function("crash_30pct_apply", |b| {
         b.iter_batched(
             || (engine.clone(), Vec::new()),
@@ -164,7 +178,7 @@ fn bench_liquidation(c: &mut Criterion) {
     let mut crashed = engine.clone();
     crashed.apply(&crash, &mut Vec::new()).expect("crash accepted");
     g.bench_function("full_scan_after_crash", |b| b.iter(|| black_box(black_box(&crashed).scan_liquidatable())));
-    assert_eq!(crashed.scan_liquidatable().len(), RISKY);
+    assert_eq!(crashed.scan_liquidatable().len(), expected);
     g.finish();
 }
 

@@ -169,10 +169,10 @@ impl TriggerIndex {
     pub fn crossed(&mut self, source: Source, price: Price) -> Vec<Key> {
         let p = price.raw();
         let sets = self.sets(source);
-        let falls = sets.falls.split_off(&(p, 0));
-        let keep = sets.rises.split_off(&(p.saturating_add(1), 0));
-        let rises = std::mem::replace(&mut sets.rises, keep);
-        let mut keys: Vec<Key> = falls.into_iter().chain(rises).map(|(_, k)| k).collect();
+        // Range scans cost the crossed entries only (`split_off` would count the larger half).
+        let falls = sets.falls.range((p, 0)..).map(|&(_, k)| k);
+        let rises = sets.rises.range(..=(p, Key::MAX)).map(|&(_, k)| k);
+        let mut keys: Vec<Key> = falls.chain(rises).collect();
         keys.sort_unstable();
         keys.dedup();
         for &k in &keys {

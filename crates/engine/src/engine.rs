@@ -888,10 +888,10 @@ fn valid_id(id: &str) -> Result<(), Reject> {
     }
 }
 
-/// The hasher of the id lookup map: a multiply-rotate hash over 8-byte words (the Fx hash of
-/// the Rust compiler), several times faster than SipHash on short ids. The map is only looked
-/// up, never iterated, so its order cannot reach an output; ids come from the venue, not from
-/// anonymous users, so hash flooding is not a concern.
+/// The hasher of the id lookup map and of the detection index: a multiply-rotate hash over
+/// 8-byte words (the Fx hash of the Rust compiler), several times faster than SipHash on short
+/// ids. The maps are only looked up, never iterated, so their order cannot reach an output; ids
+/// come from the venue, not from anonymous users, so hash flooding is not a concern.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
@@ -914,8 +914,12 @@ impl Hasher for IdHasher {
     fn write_u8(&mut self, b: u8) {
         self.add(u64::from(b));
     }
+    /// The multiply leaves the low bits (which pick the hash table's slot) depending only on
+    /// the input's low bits; rotating brings the well-mixed high bits down (as rustc-hash 2
+    /// does). Without it, keys that differ only in their high half (the detection index's
+    /// `account << 32 | bucket`) would all share one probe chain.
     fn finish(&self) -> u64 {
-        self.0
+        self.0.rotate_left(26)
     }
 }
 

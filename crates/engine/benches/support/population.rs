@@ -6,7 +6,7 @@
 //! liquidation parameters (liquidation ends half-way between maintenance and initial), default
 //! oracle (any source, quorum 1, no jump guard), no fees, no volatility margin.
 //!
-//! Accounts `acct-0000000` … `acct-0999999`: even index cross, odd index isolated (the `deposit`
+//! Accounts `acct-0000000` … `acct-0999999` (by default): even index cross, odd index isolated (the `deposit`
 //! goes to the BTC-PERP isolated bucket). Each deposits 1,000–100,000 USDC (whole units,
 //! uniform) and trades once against one of [`MAKERS`] market makers (cross, 10^11 USDC each):
 //! - [`RISKY`] accounts (every 100th, half cross, half isolated) go long at 3.05–3.30×
@@ -27,9 +27,18 @@ use ballast_engine::command::{Deposit, Fill, OraclePrice, Side};
 use ballast_engine::num::{Price, Size};
 use ballast_engine::{parse_line, Command, Engine, TimedCommand};
 
-pub const ACCOUNTS: usize = 1_000_000;
+/// Accounts in the population: 1,000,000, or `BALLAST_BENCH_ACCOUNTS` (a multiple of 100) to
+/// see how the figures scale.
+pub fn accounts() -> usize {
+    match std::env::var("BALLAST_BENCH_ACCOUNTS") {
+        Ok(n) => n.parse().expect("BALLAST_BENCH_ACCOUNTS is a number"),
+        Err(_) => 1_000_000,
+    }
+}
 /// Every 100th account is a risky long.
-pub const RISKY: usize = ACCOUNTS / 100;
+pub fn risky(accounts: usize) -> usize {
+    accounts / 100
+}
 pub const MAKERS: usize = 4;
 pub const MARKET: &str = "BTC-PERP";
 pub const SOURCE: &str = "s1";
@@ -95,7 +104,8 @@ pub struct Census {
 
 /// Build the population. Commands are made one at a time as `TimedCommand` values (no JSON) and
 /// applied at once; every one must be accepted.
-pub fn build() -> (Engine, Census) {
+pub fn build(accounts: usize) -> (Engine, Census) {
+    assert!(accounts > 0 && accounts.is_multiple_of(100), "a multiple of 100 accounts");
     let mut engine = Engine::new();
     let mut events = Vec::new();
     let mut run = |engine: &mut Engine, cmd: &TimedCommand| {
@@ -115,7 +125,11 @@ pub fn build() -> (Engine, Census) {
     }
     let mut rng = Rng(6);
     let mut census = Census::default();
-    for i in 0..ACCOUNTS {
+    let start = std::time::Instant::now();
+    for i in 0..accounts {
+        if i > 0 && i % 100_000 == 0 {
+            eprintln!("population: {i} accounts after {:.1?}", start.elapsed());
+        }
         let id = account(i);
         let isolated = i % 2 == 1;
         let usdc = rng.range(1_000, 100_000);
@@ -128,7 +142,7 @@ pub fn build() -> (Engine, Census) {
                 census.risky_cross += 1;
             }
             rng.range(3_050, 3_300)
-        } else if rng.next() % 2 == 0 {
+        } else if rng.next().is_multiple_of(2) {
             census.safe_longs += 1;
             rng.range(1_000, 1_300)
         } else {

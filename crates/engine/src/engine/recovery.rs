@@ -709,10 +709,11 @@ impl Engine {
                 return Ok(());
             }
         }
-        let mut h = h;
+        let (mut h, mut ranked) = (h, ranked);
         if h.equity.is_negative() {
             self.recover(k, &h, &ranked, events)?;
             h = self.health_of_key(k)?;
+            ranked = self.ranked_positions(k)?;
         }
         let (a, bucket) = unkey(k);
         if bucket_positions(&self.accounts[a as usize], bucket, None).next().is_none() {
@@ -729,7 +730,7 @@ impl Engine {
             self.end_liquidation(k, LiquidationEnd::Recovered, events);
             return Ok(());
         }
-        self.issue_orders(k, &h, events)
+        self.issue_orders(k, &h, &ranked, events)
     }
 
     /// The bucket's positions with their risk, largest maintenance first, ties by market.
@@ -748,11 +749,11 @@ impl Engine {
     /// liquidation-end fraction, rounded up so it never closes more than needed), within the
     /// pacing allowance; limit = dYdX's fillable price. A live order is left alone; an expired
     /// one is closed and re-issued at a fresh price.
-    fn issue_orders(&mut self, k: Key, h: &Health, events: &mut Vec<Event>) -> Result<(), Reject> {
+    fn issue_orders(&mut self, k: Key, h: &Health, ranked: &Ranked, events: &mut Vec<Event>) -> Result<(), Reject> {
         let now = self.now;
         let (account, _) = self.bucket_ids(k);
         let mut shortage = h.liquidation_end.checked_sub(h.equity)?;
-        for (m, pos, r) in self.ranked_positions(k)? {
+        for &(m, pos, r) in ranked {
             let params = self.markets[m as usize].params.liquidation;
             let size_abs = pos.size.abs()?;
             let fraction = r.liquidation_end.ratio_to(r.notional, Round::Ceil)?;
