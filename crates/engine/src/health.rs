@@ -14,6 +14,7 @@ use crate::margin::{liquidation_price, oi_scaled_requirement};
 use crate::market::Market;
 use crate::num::{NumResult, Price, Quote, Ratio, Round};
 use crate::oracle::Action;
+use smallvec::SmallVec;
 
 /// What a health computation reads besides the account: the markets and assets with their
 /// prices, and the time at which oracle validity is judged.
@@ -196,6 +197,18 @@ pub fn meets_initial_with(
     Ok(health_levels(account, bucket, patch, prices, Levels::Initial)?.meets_initial())
 }
 
+/// Health of a bucket together with each open position's risk (what a liquidation step
+/// needs), computed in one pass.
+pub fn bucket_health_and_risks(
+    account: &Account,
+    bucket: Bucket,
+    prices: Prices<'_>,
+) -> Result<(Health, SmallVec<[(u32, Position, PositionRisk); 2]>), Reject> {
+    let mut risks = SmallVec::new();
+    let h = health_levels_each(account, bucket, None, prices, Levels::All, |m, pos, r| risks.push((m, *pos, *r)))?;
+    Ok((h, risks))
+}
+
 fn health_levels(
     account: &Account,
     bucket: Bucket,
@@ -203,10 +216,23 @@ fn health_levels(
     prices: Prices<'_>,
     levels: Levels,
 ) -> Result<Health, Reject> {
+    health_levels_each(account, bucket, patch, prices, levels, |_, _, _| {})
+}
+
+/// [`health_levels`], handing each position's risk to `each` on the way.
+fn health_levels_each(
+    account: &Account,
+    bucket: Bucket,
+    patch: Option<&Patch>,
+    prices: Prices<'_>,
+    levels: Levels,
+    mut each: impl FnMut(u32, &Position, &PositionRisk),
+) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
     for (m, pos) in bucket_positions(account, bucket, patch) {
         let r = position_risk_levels(&prices.markets[m as usize], &pos, levels)?;
+        each(m, &pos, &r);
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
         h.initial = h.initial.checked_add(r.initial)?;

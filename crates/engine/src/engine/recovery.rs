@@ -26,7 +26,9 @@ use crate::command::{Fill, Liquidate, Side};
 use crate::detection::{key, triggers, unkey, Key, Source, Term};
 use crate::error::Reject;
 use crate::event::{Event, Id, LiquidationEnd, OrderClosed, OrderSide};
-use crate::health::{bucket_health, bucket_positions, check_oracle, position_risk, Health, PositionRisk};
+use crate::health::{
+    bucket_health, bucket_health_and_risks, bucket_positions, check_oracle, position_risk, Health, PositionRisk,
+};
 use crate::insurance::{FundParams, InsuranceFund};
 use crate::liquidation::{self as math, LiquidationParams};
 use crate::num::{Price, Quote, Ratio, Round, Size, RATIO_ONE};
@@ -483,23 +485,29 @@ impl Engine {
             keys.sort_unstable();
             keys.dedup();
             let mut due = Vec::new();
+            let mut ranked = Vec::new();
             for k in keys {
-                let Ok(h) = self.health_of_key(k) else { continue };
+                let (a, bucket) = unkey(k);
+                let Ok((h, risks)) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))
+                else {
+                    continue;
+                };
                 let liquidating = self.liquidations.contains_key(&k);
                 if !(liquidating || h.is_liquidatable()) {
                     self.refile(k, &h);
                 } else if !stepped.contains(&k) {
                     due.push((h, k));
+                    ranked.push(risks);
                 } else if !liquidating {
                     // Pushed back under by another bucket's step after its own: its liquidation
                     // starts now and acts on the next command.
                     self.start_liquidation(k, &h, events);
                 }
             }
-            due.sort_by(|(ha, ka), (hb, kb)| more_underwater(ha, hb).then_with(|| self.key_order(*ka, *kb)));
-            for (h, k) in due {
+            for i in self.most_underwater_first(&due) {
+                let (h, k) = due[i];
                 stepped.insert(k);
-                self.liquidation_step(k, h, events);
+                self.liquidation_step(k, h, rank(std::mem::take(&mut ranked[i])), events);
             }
             keys = std::mem::take(&mut self.touched);
         }
@@ -608,8 +616,24 @@ impl Engine {
                 }
             }
         }
-        found.sort_by(|(ha, ka), (hb, kb)| more_underwater(ha, hb).then_with(|| self.key_order(*ka, *kb)));
-        found.into_iter().map(|(_, k)| k).collect()
+        self.most_underwater_first(&found).into_iter().map(|i| found[i].1).collect()
+    }
+
+    /// Processing order: most underwater first (equity / maintenance ascending, exactly), ties
+    /// by account id, then by bucket. Sorted on a precomputed key — the ratio scaled by 2^32 and
+    /// rounded down, which orders like the ratio wherever it differs — so the exact comparison
+    /// and the ids are only consulted on (near-)ties.
+    fn most_underwater_first(&self, items: &[(Health, Key)]) -> Vec<usize> {
+        let mut keyed: Vec<(i128, usize, &Id)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (h, k))| (scaled_ratio(h), i, &self.account_ids[(k >> 32) as usize]))
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            let ((ha, ka), (hb, kb)) = (&items[a.1], &items[b.1]);
+            a.0.cmp(&b.0).then_with(|| more_underwater(ha, hb)).then_with(|| a.2.cmp(b.2)).then(ka.cmp(kb))
+        });
+        keyed.into_iter().map(|(_, i, _)| i).collect()
     }
 
     /// Buckets in liquidation, by key.
@@ -638,12 +662,6 @@ impl Engine {
     fn health_of_key(&self, k: Key) -> Result<Health, Reject> {
         let (a, bucket) = unkey(k);
         bucket_health(&self.accounts[a as usize], bucket, self.prices(self.now))
-    }
-
-    /// Ties of the processing order: account id, then bucket (isolated by market, cross last).
-    fn key_order(&self, a: Key, b: Key) -> Ordering {
-        let id = |k: Key| &self.account_ids[(k >> 32) as usize];
-        id(a).cmp(id(b)).then(a.cmp(&b))
     }
 
     // ---- one step --------------------------------------------------------------------------
@@ -678,16 +696,21 @@ impl Engine {
         self.touched.push(k);
     }
 
-    fn liquidation_step(&mut self, k: Key, h: Health, events: &mut Vec<Event>) {
+    fn liquidation_step(&mut self, k: Key, h: Health, ranked: Ranked, events: &mut Vec<Event>) {
         self.start_liquidation(k, &h, events);
-        if let Err(e) = self.liquidation_actions(k, h, events) {
+        if let Err(e) = self.liquidation_actions(k, h, ranked, events) {
             let (account, isolated) = self.bucket_ids(k);
             events.push(Event::LiquidationSkipped { account, isolated, reason: e.to_string() });
         }
     }
 
-    fn liquidation_actions(&mut self, k: Key, h: Health, events: &mut Vec<Event>) -> Result<(), Reject> {
-        let ranked = self.ranked_positions(k)?;
+    fn liquidation_actions(
+        &mut self,
+        k: Key,
+        h: Health,
+        ranked: Ranked,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
         if !ranked.is_empty() && h.equity >= h.liquidation_end {
             self.end_liquidation(k, LiquidationEnd::Recovered, events);
             return Ok(());
@@ -736,12 +759,8 @@ impl Engine {
     /// The bucket's positions with their risk, largest maintenance first, ties by market.
     fn ranked_positions(&self, k: Key) -> Result<Ranked, Reject> {
         let (a, bucket) = unkey(k);
-        let mut ranked = Ranked::new();
-        for (m, pos) in bucket_positions(&self.accounts[a as usize], bucket, None) {
-            ranked.push((m, pos, position_risk(&self.markets[m as usize], &pos)?));
-        }
-        ranked.sort_by(|x, y| y.2.maintenance.cmp(&x.2.maintenance).then(x.0.cmp(&y.0)));
-        Ok(ranked)
+        let (_, risks) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))?;
+        Ok(rank(risks))
     }
 
     /// Orders for the venue's book: per position (largest requirement first) the size that
@@ -1245,6 +1264,29 @@ struct LiquidatedSide {
     bankruptcy_quote: Quote,
     /// Positive: the fund's fee; negative: what the fund must pay.
     insurance_delta: Quote,
+}
+
+/// Positions largest maintenance requirement first, ties by market.
+fn rank(mut risks: Ranked) -> Ranked {
+    risks.sort_by(|x, y| y.2.maintenance.cmp(&x.2.maintenance).then(x.0.cmp(&y.0)));
+    risks
+}
+
+/// `⌊equity × 2^32 / maintenance⌋`, saturated; a bucket with no requirement sorts first when
+/// its equity is negative, last otherwise. Monotone in the exact ratio.
+fn scaled_ratio(h: &Health) -> i128 {
+    let (e, m) = (h.equity.raw(), h.maintenance.raw());
+    if m <= 0 {
+        return if e < 0 { i128::MIN } else { i128::MAX };
+    }
+    match e.checked_mul(1 << 32) {
+        Some(x) => x.div_euclid(m),
+        // A product beyond 2^127: exactly in 256 bits, clamped (still monotone).
+        None => {
+            let q = (I256::from(e) << 32u32).div_euclid(I256::from(m));
+            q.clamp(I256::from(i128::MIN), I256::from(i128::MAX)).as_i128()
+        }
+    }
 }
 
 /// Most underwater first: `equity / maintenance` ascending, compared exactly. A bucket with no
