@@ -197,13 +197,16 @@ pub fn meets_initial_with(
     Ok(health_levels(account, bucket, patch, prices, Levels::Initial)?.meets_initial())
 }
 
+/// Each open position of a bucket with its market and risk.
+pub type PositionRisks = SmallVec<[(u32, Position, PositionRisk); 2]>;
+
 /// Health of a bucket together with each open position's risk (what a liquidation step
 /// needs), computed in one pass.
 pub fn bucket_health_and_risks(
     account: &Account,
     bucket: Bucket,
     prices: Prices<'_>,
-) -> Result<(Health, SmallVec<[(u32, Position, PositionRisk); 2]>), Reject> {
+) -> Result<(Health, PositionRisks), Reject> {
     let mut risks = SmallVec::new();
     let h = health_levels_each(account, bucket, None, prices, Levels::All, |m, pos, r| risks.push((m, *pos, *r)))?;
     Ok((h, risks))

@@ -27,7 +27,7 @@ use crate::detection::{key, triggers, unkey, Key, Source, Term};
 use crate::error::Reject;
 use crate::event::{Event, Id, LiquidationEnd, OrderClosed, OrderSide};
 use crate::health::{
-    bucket_health, bucket_health_and_risks, bucket_positions, check_oracle, position_risk, Health, PositionRisk,
+    bucket_health, bucket_health_and_risks, bucket_positions, check_oracle, position_risk, Health, PositionRisks,
 };
 use crate::insurance::{FundParams, InsuranceFund};
 use crate::liquidation::{self as math, LiquidationParams};
@@ -136,7 +136,7 @@ impl Liquidation {
 }
 
 /// A bucket's positions with their risk, largest maintenance requirement first (ties by market).
-type Ranked = SmallVec<[(u32, Position, PositionRisk); 2]>;
+type Ranked = PositionRisks;
 
 impl Engine {
     // ---- commands ----------------------------------------------------------------------
