@@ -19,8 +19,9 @@
 use crate::asset::AssetParams;
 use crate::breaker::Status;
 use crate::error::{check_range, ParamError};
+use crate::insurance::FundParams;
 use crate::market::MarketParams;
-use crate::num::Ratio;
+use crate::num::{Quote, Ratio};
 use crate::withdrawal::WithdrawalParams;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -161,6 +162,10 @@ pub enum Change {
     SetWithdrawalParams { params: Option<WithdrawalParams> },
     /// Close the withdrawal gate until `until_ts` (or reopen it earlier).
     GateWithdrawals { until_ts: u64 },
+    /// Replace the payout caps of an insurance fund (re-validated).
+    SetInsuranceFund { fund: String, params: FundParams },
+    /// Name the backstop vault and its loss cap (as `set_backstop`).
+    SetBackstop { account: String, loss_cap: Quote },
     /// Replace the council, its threshold, the guardian and the timelocks.
     SetCouncil { council: Council },
 }
@@ -175,6 +180,8 @@ impl Change {
             Change::SetAssetParams { .. } => "set_asset_params",
             Change::SetWithdrawalParams { .. } => "set_withdrawal_params",
             Change::GateWithdrawals { .. } => "gate_withdrawals",
+            Change::SetInsuranceFund { .. } => "set_insurance_fund",
+            Change::SetBackstop { .. } => "set_backstop",
             Change::SetCouncil { .. } => "set_council",
         }
     }
@@ -192,6 +199,10 @@ impl Change {
             }
             Change::SetAssetParams { params, .. } => params.validate(),
             Change::SetWithdrawalParams { params } => params.as_ref().map_or(Ok(()), WithdrawalParams::validate),
+            Change::SetInsuranceFund { params, .. } => params.validate(),
+            Change::SetBackstop { loss_cap, .. } => {
+                check_range("loss_cap", *loss_cap, Quote::ZERO, Quote::from_raw(i128::MAX), "loss_cap ≥ 0")
+            }
             Change::SetCouncil { council } => council.validate(),
         }
     }

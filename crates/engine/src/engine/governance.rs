@@ -197,6 +197,15 @@ impl Engine {
             Change::GateWithdrawals { until_ts } => {
                 tighten(self.withdrawals.gate.as_ref().is_none_or(|g| *until_ts >= g.until))
             }
+            // Either direction moves who absorbs losses: anything but a no-op waits the long
+            // timelock.
+            Change::SetInsuranceFund { fund, params } => {
+                tighten(self.insurance[self.fund_idx(fund)?].params == *params)
+            }
+            Change::SetBackstop { account, loss_cap } => {
+                let i = self.account_idx(account)?;
+                tighten(self.backstop.is_some_and(|b| b.account == i && b.loss_cap == *loss_cap))
+            }
             Change::SetCouncil { .. } => Kind::Rotation,
         })
     }
@@ -244,6 +253,12 @@ impl Engine {
                 self.withdrawals.gate = Some(Gate { until: *until_ts, reason: by.to_string() });
                 events.push(Event::WithdrawalsGated { until: *until_ts, reason: by.to_string() });
             }
+            Change::SetInsuranceFund { fund, params } => {
+                let f = self.fund_idx(fund)?;
+                params.validate()?;
+                self.insurance[f].params = *params;
+            }
+            Change::SetBackstop { account, loss_cap } => self.install_backstop(account, *loss_cap, events)?,
             Change::SetCouncil { council } => {
                 council.validate()?;
                 self.governance.council = Some(council.clone());

@@ -147,6 +147,7 @@ impl Engine {
         params: &FundParams,
         events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
+        self.require_ungoverned("create_insurance_fund")?;
         valid_id(id)?;
         if self.fund_idx(id).is_ok() {
             return Err(Reject::AlreadyExists { kind: "insurance fund", id: id.to_string() });
@@ -172,8 +173,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Make `account` the backstop vault (replacing any previous one).
+    /// Make `account` the backstop vault (replacing any previous one); once governance is
+    /// installed, only through the council (`set_backstop` change).
     pub(super) fn set_backstop(&mut self, id: &str, loss_cap: Quote, events: &mut Vec<Event>) -> Result<(), Reject> {
+        self.require_ungoverned("set_backstop")?;
+        self.install_backstop(id, loss_cap, events)
+    }
+
+    pub(super) fn install_backstop(
+        &mut self,
+        id: &str,
+        loss_cap: Quote,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
         if loss_cap.is_negative() {
             return Err(Reject::NotPositive { field: "loss_cap", value: loss_cap.to_string() });
         }
@@ -1201,7 +1213,7 @@ impl Engine {
         self.record_liquidation(&id, notional, ts, events)
     }
 
-    fn fund_idx(&self, id: &str) -> Result<usize, Reject> {
+    pub(super) fn fund_idx(&self, id: &str) -> Result<usize, Reject> {
         self.insurance.iter().position(|f| &*f.id == id).ok_or_else(|| Reject::UnknownFund(id.to_string()))
     }
 

@@ -243,3 +243,31 @@ fn once_installed_parameters_change_only_through_governance() {
         format!(r#"{{"ts":0,"cmd":"init_governance","council":{{"keys":["{}","{}"],"threshold":1}}}}"#, pk(1), pk(1));
     assert!(matches!(s.rejects(&dup), Reject::Params(_)));
 }
+
+/// Insurance caps and the backstop vault are governed too: the direct commands are refused
+/// once a council is installed, and a change to them waits the long timelock.
+#[test]
+fn insurance_caps_and_the_backstop_change_only_through_the_council() {
+    let mut s = story();
+    let e = s.rejects(r#"{"ts":0,"cmd":"create_insurance_fund","fund":"alts"}"#);
+    assert!(matches!(e, Reject::Governed("create_insurance_fund")), "{e}");
+    let e = s.rejects(r#"{"ts":0,"cmd":"set_backstop","account":"alice","loss_cap":"100"}"#);
+    assert!(matches!(e, Reject::Governed("set_backstop")), "{e}");
+    let caps =
+        r#"{"type":"set_insurance_fund","fund":"global","params":{"max_payout_per_event":"500","window_ms":1000}}"#;
+    assert!(matches!(&s.ok(&propose(0, 1, caps))[0], Event::ProposalCreated { kind: Kind::Loosen, .. }));
+    s.ok(&approve(0, 1, 1, caps));
+    s.ok(&approve(0, 1, 2, caps));
+    s.rejects(&execute(9999, 1));
+    s.ok(&execute(10000, 1));
+    let global = &s.engine.insurance_funds()[0];
+    assert_eq!(global.params.max_payout_per_event, Some(crate::testkit::q("500")));
+    let vault = r#"{"type":"set_backstop","account":"alice","loss_cap":"100"}"#;
+    s.ok(&propose(10000, 2, vault));
+    s.ok(&approve(10000, 2, 1, vault));
+    s.ok(&approve(10000, 2, 3, vault));
+    s.ok(&execute(20000, 2));
+    assert_eq!(s.engine.backstop().map(|b| b.loss_cap), Some(crate::testkit::q("100")));
+    let bad = r#"{"type":"set_insurance_fund","fund":"global","params":{"max_payout_per_event":"0"}}"#;
+    assert!(matches!(s.rejects(&propose(20000, 3, bad)), Reject::Params(_)));
+}
