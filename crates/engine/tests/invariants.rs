@@ -1761,7 +1761,8 @@ const FIELDS: &[&str] = &[
     "bad_debt_gate_ms",
 ];
 
-/// Words that are meaningful somewhere: ids that exist, enum values, command names.
+/// Words that are meaningful somewhere: ids that exist, enum values (and every command name,
+/// added from `COMMAND_NAMES`).
 const WORDS: &[&str] = &[
     "BTC-PERP",
     "ETH-PERP",
@@ -1787,25 +1788,6 @@ const WORDS: &[&str] = &[
     "stale",
     "missing",
     "",
-    "create_asset",
-    "create_market",
-    "deposit",
-    "withdraw",
-    "transfer_margin",
-    "oracle",
-    "fill",
-    "funding",
-    "tick",
-    "settle_market",
-    "configure_withdrawals",
-    "request_withdrawal",
-    "cancel_withdrawal",
-    "init_governance",
-    "propose",
-    "approve",
-    "execute",
-    "cancel",
-    "guardian",
     "set_margin_multiplier",
     "reduce_only",
     "halted",
@@ -1829,7 +1811,7 @@ fn decimal_text() -> BoxedStrategy<String> {
 fn leaf() -> BoxedStrategy<Value> {
     prop_oneof![
         6 => decimal_text().prop_map(Value::String),
-        4 => select(WORDS.to_vec()).prop_map(Value::from),
+        4 => select(WORDS.iter().chain(&COMMAND_NAMES).copied().collect::<Vec<_>>()).prop_map(Value::from),
         2 => any::<u64>().prop_map(Value::from),
         2 => any::<i64>().prop_map(Value::from),
         1 => any::<f64>().prop_map(Value::from),

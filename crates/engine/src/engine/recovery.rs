@@ -281,12 +281,12 @@ impl Engine {
         self.commit_trade(&trade, events)?;
         self.insurance[f].balance = fund_balance;
         self.count_liquidated(m, trade.paid, ts, events)?;
-        let started = self.start_liquidation(k, &h, events);
+        // `self.now` is still the previous command's time here.
+        self.start_liquidation(k, &h, ts, events);
         let status = self.liquidations.get_mut(&k).expect("started above");
         let p = status.pacing_mut(m, ts, size_abs, params.window_ms);
         *p = Pacing { closed: pacing.closed.checked_add(size)?, order: p.order, ..pacing };
         status.progress = ts;
-        let _ = started;
         events.push(Event::Liquidated {
             liquidator: self.account_ids[li as usize].clone(),
             account: self.account_ids[ai as usize].clone(),
@@ -449,7 +449,7 @@ impl Engine {
             });
         }
         if s.insurance_delta.is_negative() {
-            self.pay_deficit(s.key, s.insurance_delta.checked_neg()?, events)?;
+            self.pay_deficit(s.key, s.insurance_delta.checked_neg()?, ts, events)?;
         }
         Ok(())
     }
@@ -513,7 +513,7 @@ impl Engine {
                 } else if !liquidating {
                     // Pushed back under by another bucket's step after its own: its liquidation
                     // starts now and acts on the next command.
-                    self.start_liquidation(k, &h, events);
+                    self.start_liquidation(k, &h, self.now, events);
                 }
             }
             for i in self.most_underwater_first(&due) {
@@ -678,16 +678,15 @@ impl Engine {
 
     // ---- one step --------------------------------------------------------------------------
 
-    /// Start the liquidation of `k` if it has not started; true when it starts now.
-    fn start_liquidation(&mut self, k: Key, h: &Health, events: &mut Vec<Event>) -> bool {
+    /// Start the liquidation of `k` at `ts` unless it has started.
+    fn start_liquidation(&mut self, k: Key, h: &Health, ts: u64, events: &mut Vec<Event>) {
         if self.liquidations.contains_key(&k) {
-            return false;
+            return;
         }
-        self.liquidations.insert(k, Liquidation { since: self.now, progress: self.now, markets: Vec::new() });
+        self.liquidations.insert(k, Liquidation { since: ts, progress: ts, markets: Vec::new() });
         self.index.remove(k);
         let (account, isolated) = self.bucket_ids(k);
         events.push(Event::LiquidationStarted { account, isolated, equity: h.equity, maintenance: h.maintenance });
-        true
     }
 
     fn end_liquidation(&mut self, k: Key, reason: LiquidationEnd, events: &mut Vec<Event>) {
@@ -709,7 +708,7 @@ impl Engine {
     }
 
     fn liquidation_step(&mut self, k: Key, h: Health, ranked: Ranked, events: &mut Vec<Event>) {
-        self.start_liquidation(k, &h, events);
+        self.start_liquidation(k, &h, self.now, events);
         if let Err(e) = self.liquidation_actions(k, h, ranked, events) {
             let (account, isolated) = self.bucket_ids(k);
             events.push(Event::LiquidationSkipped { account, isolated, reason: e.to_string() });
@@ -939,7 +938,7 @@ impl Engine {
     /// Cover a bankrupt bucket's deficit: insurance funds first, then deleveraging of winners
     /// position by position (largest requirement first) where the market allows it.
     fn recover(&mut self, k: Key, h: &Health, ranked: &Ranked, events: &mut Vec<Event>) -> Result<(), Reject> {
-        let left = self.pay_deficit(k, h.equity.checked_neg()?, events)?;
+        let left = self.pay_deficit(k, h.equity.checked_neg()?, self.now, events)?;
         if left.is_zero() {
             return Ok(());
         }
@@ -958,7 +957,7 @@ impl Engine {
 
     /// Pay up to `deficit` into bucket `k` from its insurance funds (the market's segment for
     /// an isolated bucket, then the global fund), within their caps. Returns what is left.
-    fn pay_deficit(&mut self, k: Key, deficit: Quote, events: &mut Vec<Event>) -> Result<Quote, Reject> {
+    fn pay_deficit(&mut self, k: Key, deficit: Quote, ts: u64, events: &mut Vec<Event>) -> Result<Quote, Reject> {
         let (a, bucket) = unkey(k);
         let mut funds: SmallVec<[usize; 2]> = SmallVec::new();
         if let Bucket::Isolated(m) = bucket {
@@ -969,7 +968,7 @@ impl Engine {
         }
         let mut left = deficit;
         for f in funds {
-            let pay = self.insurance[f].available(self.now)?.min(left);
+            let pay = self.insurance[f].available(ts)?.min(left);
             if !pay.is_positive() {
                 continue;
             }
@@ -977,7 +976,7 @@ impl Engine {
             let bad_debt = self.totals.bad_debt.checked_add(pay)?;
             let cash = self.accounts[a as usize].cash(bucket).checked_add(pay)?;
             // Commit.
-            self.insurance[f].pay(pay, self.now)?;
+            self.insurance[f].pay(pay, ts)?;
             self.accounts[a as usize].set_cash(bucket, cash);
             self.totals.insurance_paid = paid;
             self.totals.bad_debt = bad_debt;
