@@ -22,11 +22,10 @@
 //! except through the sorted lists it returns.
 
 use crate::account::Bucket;
-use crate::num::{div_wide, Price, Quote, Round};
+use crate::num::{div_wide, mul_div, pow10, Price, Quote, Round};
 use ethnum::I256;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeSet;
 
 /// A bucket: the account's index in the high 32 bits, the bucket (isolated market, or
 /// [`CROSS`]) in the low 32. Ordered by account, then bucket.
@@ -86,23 +85,46 @@ pub struct Term {
 }
 
 /// The entries of a bucket with buffer `equity − maintenance` and these terms.
+///
+/// Each term's budget is `⌊budget × weight / Σ weights⌋` and its distance
+/// `⌊b × 10^18 / (exposure × slope)⌋`, both rounded down. Computed in 128 bits, with 256-bit
+/// intermediates only where a product overflows (every fill re-files two buckets).
 pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filed; 2]> {
     let allowance = ALLOWANCE_PER_TERM * (terms.len() as i128 + 1);
-    let budget = I256::from(buffer.raw().saturating_sub(allowance).max(0));
-    let total: I256 = terms.iter().map(|t| I256::from(t.weight.max(0))).sum();
+    let budget = buffer.raw().saturating_sub(allowance).max(0);
+    let total = terms.iter().try_fold(0i128, |sum, t| sum.checked_add(t.weight.max(0)));
     terms
         .iter()
         .map(|t| {
-            let b = if total > 0 { budget * I256::from(t.weight.max(0)) / total } else { I256::ZERO };
+            let weight = t.weight.max(0);
+            let b = match total {
+                Some(0) => 0,
+                Some(total) if weight == total => budget,
+                // b ≤ budget, so the quotient always fits.
+                Some(total) => mul_div(budget, weight, total, Round::Floor).unwrap_or(0),
+                None => wide_share(budget, weight, terms),
+            };
             // Δp_raw = b_raw·1e-6 / (exposure_raw·1e-8 · slope_raw·1e-8) · 1e8 = b·1e18 / (e·s).
-            let den = I256::from(t.exposure.max(1)) * I256::from(t.slope.max(1));
-            let distance = div_wide(b * I256::from(10i128.pow(18)), den, Round::Floor).unwrap_or(I256::MAX);
+            let (e, s) = (t.exposure.max(1), t.slope.max(1));
+            let distance = match e.checked_mul(s) {
+                Some(den) => mul_div(b, pow10(18), den, Round::Floor).unwrap_or(i128::MAX),
+                None => div_wide(I256::from(b) * I256::from(pow10(18)), I256::from(e) * I256::from(s), Round::Floor)
+                    .map_or(i128::MAX, |d| i128::try_from(d).unwrap_or(i128::MAX)),
+            };
             let distance = i64::try_from(distance).unwrap_or(i64::MAX);
             let p0 = t.price.raw();
             let trigger = if t.rises { p0.saturating_add(distance) } else { p0.saturating_sub(distance) };
             Filed { source: t.source, rises: t.rises, trigger }
         })
         .collect()
+}
+
+/// `⌊budget × weight / Σ weights⌋` when the sum of the weights overflows 128 bits.
+#[cold]
+fn wide_share(budget: i128, weight: i128, terms: &[Term]) -> i128 {
+    let total: I256 = terms.iter().map(|t| I256::from(t.weight.max(0))).sum();
+    let share = div_wide(I256::from(budget) * I256::from(weight), total, Round::Floor).unwrap_or(I256::ZERO);
+    i128::try_from(share).unwrap_or(0)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -123,12 +145,37 @@ impl Sets {
     }
 }
 
+/// One filed entry of an account: a [`Filed`] tagged with its bucket (the key's low half),
+/// flattened so that it packs into 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    trigger: i64,
+    source: Source,
+    bucket: u32,
+    rises: bool,
+}
+
+impl Entry {
+    fn filed(&self) -> Filed {
+        Filed { source: self.source, rises: self.rises, trigger: self.trigger }
+    }
+}
+
 /// Ordered trigger sets per market and per asset, and what each bucket has filed.
 #[derive(Clone, Debug, Default)]
 pub struct TriggerIndex {
     markets: Vec<Sets>,
     assets: Vec<Sets>,
-    filed: HashMap<Key, SmallVec<[Filed; 2]>, BuildHasherDefault<crate::engine::IdHasher>>,
+    /// The entries filed by each account, indexed by account: a direct slot rather than a hash
+    /// map, so filing and popping cost one memory access per account (the crash benchmark pops
+    /// thousands of buckets at random places in a million-account index).
+    filed: Vec<SmallVec<[Entry; 2]>>,
+    /// One bit per account: has it filed anything? 1,000,000 accounts take 125 KB, which stays
+    /// in cache, so removing a bucket that is not filed (the common case when a liquidation
+    /// starts) does not touch the account's slot.
+    any: Vec<u64>,
+    /// Number of filed buckets.
+    buckets: usize,
 }
 
 impl TriggerIndex {
@@ -152,16 +199,50 @@ impl TriggerIndex {
         for f in &entries {
             self.sets(f.source).side(f.rises).insert((f.trigger, key));
         }
-        self.filed.insert(key, entries);
+        let (account, bucket) = ((key >> 32) as usize, key as u32);
+        if self.filed.len() <= account {
+            self.filed.resize_with(account + 1, SmallVec::new);
+            self.any.resize(account / 64 + 1, 0);
+        }
+        self.filed[account].extend(entries.into_iter().map(|f| Entry {
+            trigger: f.trigger,
+            source: f.source,
+            bucket,
+            rises: f.rises,
+        }));
+        self.any[account / 64] |= 1 << (account % 64);
+        self.buckets += 1;
     }
 
     /// Take `key` out of the index.
     pub fn remove(&mut self, key: Key) {
-        if let Some(entries) = self.filed.remove(&key) {
-            for f in &entries {
-                self.sets(f.source).side(f.rises).remove(&(f.trigger, key));
-            }
+        let (account, bucket) = ((key >> 32) as usize, key as u32);
+        if !self.any_filed(account) {
+            return;
         }
+        let entries = &mut self.filed[account];
+        if !entries.iter().any(|e| e.bucket == bucket) {
+            return;
+        }
+        let mut removed = SmallVec::<[Filed; 2]>::new();
+        entries.retain(|e| {
+            let mine = e.bucket == bucket;
+            if mine {
+                removed.push(e.filed());
+            }
+            !mine
+        });
+        if entries.is_empty() {
+            self.any[account / 64] &= !(1 << (account % 64));
+        }
+        for f in removed {
+            self.sets(f.source).side(f.rises).remove(&(f.trigger, key));
+        }
+        self.buckets -= 1;
+    }
+
+    fn any_filed(&self, account: usize) -> bool {
+        self.any.get(account / 64).is_some_and(|w| w & (1 << (account % 64)) != 0)
     }
 
     /// Pop every bucket with an entry of `source` crossed at `price`, taking it out of the
@@ -191,16 +272,17 @@ impl TriggerIndex {
     }
 
     pub fn is_filed(&self, key: Key) -> bool {
-        self.filed.contains_key(&key)
+        let account = (key >> 32) as usize;
+        self.any_filed(account) && self.filed[account].iter().any(|e| e.bucket == key as u32)
     }
 
     /// Number of filed buckets.
     pub fn len(&self) -> usize {
-        self.filed.len()
+        self.buckets
     }
 
     pub fn is_empty(&self) -> bool {
-        self.filed.is_empty()
+        self.buckets == 0
     }
 }
 
@@ -218,6 +300,11 @@ mod tests {
             slope: 100_000_000,
             weight: size * px(price).raw() as i128 / 100,
         }
+    }
+
+    #[test]
+    fn an_entry_packs_into_24_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
     }
 
     #[test]
@@ -256,6 +343,58 @@ mod tests {
         assert_eq!(f[1].trigger, px("90").raw());
         let none = triggers(q("-5"), &[a]);
         assert_eq!(none[0].trigger, px("100").raw(), "no buffer: any fall fires");
+    }
+
+    /// The buffer split and distances of [`triggers`] as plain 256-bit formulas.
+    fn triggers_wide(buffer: Quote, terms: &[Term]) -> Vec<i64> {
+        let allowance = ALLOWANCE_PER_TERM * (terms.len() as i128 + 1);
+        let budget = I256::from(buffer.raw().saturating_sub(allowance).max(0));
+        let total: I256 = terms.iter().map(|t| I256::from(t.weight.max(0))).sum();
+        terms
+            .iter()
+            .map(|t| {
+                let b = if total > 0 { budget * I256::from(t.weight.max(0)) / total } else { I256::ZERO };
+                let den = I256::from(t.exposure.max(1)) * I256::from(t.slope.max(1));
+                let d = div_wide(b * I256::from(pow10(18)), den, Round::Floor).unwrap();
+                let d = i64::try_from(d).unwrap_or(i64::MAX);
+                let p0 = t.price.raw();
+                if t.rises {
+                    p0.saturating_add(d)
+                } else {
+                    p0.saturating_sub(d)
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The 128-bit computation gives exactly the 256-bit result, overflowing weights included.
+        #[test]
+        fn triggers_match_the_wide_formula(
+            buffer in proptest::prop_oneof![-1_000_000i128..1 << 50, 0i128..i128::MAX / 2],
+            raw in proptest::collection::vec((
+                proptest::prop_oneof![1i128..1 << 50, 1i128..i128::MAX / 4],
+                proptest::prop_oneof![100_000_000i128..200_000_000, 1i128..1 << 70],
+                proptest::prop_oneof![0i128..1 << 60, 0i128..i128::MAX / 2],
+                1i64..i64::MAX / 2,
+                proptest::bool::ANY,
+            ), 1..4),
+        ) {
+            let terms: Vec<Term> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(exposure, slope, weight, price, rises))| Term {
+                    source: Source::Market(i as u32),
+                    rises,
+                    price: Price::from_raw(price),
+                    exposure,
+                    slope,
+                    weight,
+                })
+                .collect();
+            let fast: Vec<i64> = triggers(Quote::from_raw(buffer), &terms).iter().map(|f| f.trigger).collect();
+            proptest::prop_assert_eq!(fast, triggers_wide(Quote::from_raw(buffer), &terms));
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@
 
 use crate::error::{check_range, ParamError};
 use crate::num::{
-    div_wide, out_of_range, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size, NOTIONAL_TO_QUOTE, RATIO_ONE,
+    div_wide, mul_div, mul_wide, out_of_range, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size,
+    NOTIONAL_TO_QUOTE, RATIO_ONE,
 };
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ fn div_i256(n: I256, d: I256, round: Round) -> NumResult<i128> {
 }
 
 fn mul(a: I256, b: I256) -> NumResult<I256> {
-    a.checked_mul(b).ok_or(NumError::Overflow)
+    mul_wide(a, b)
 }
 
 fn sub(a: I256, b: I256) -> NumResult<I256> {
@@ -248,10 +249,9 @@ pub fn base_to_cover(
     if k <= 0 {
         return Ok(None);
     }
-    // size_raw = shortage_raw·1e6⁻¹ / (price_raw·1e8⁻¹ · k·1e8⁻¹) · 1e8 = shortage_raw·1e18 / (price_raw·k).
-    let n = mul(I256::from(shortage.raw()), I256::from(pow10(18)))?;
-    let d = mul(I256::from(price.raw()), I256::from(k))?;
-    Ok(Some(Size::from_raw(div_i256(n, d, Round::Ceil)?)))
+    // size_raw = shortage_raw·1e6⁻¹ / (price_raw·1e8⁻¹ · k·1e8⁻¹) · 1e8 = shortage_raw·1e18 / (price_raw·k);
+    let d = i128::from(price.raw()).checked_mul(k).ok_or(NumError::Overflow)?;
+    Ok(Some(Size::from_raw(mul_div(shortage.raw(), pow10(18), d, Round::Ceil)?)))
 }
 
 // ---------------------------------------------------------------------------------------------

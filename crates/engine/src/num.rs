@@ -163,6 +163,19 @@ fn udiv_small<const M: u64>(n: u128) -> (u128, u64) {
     ((u128::from(q_hi) << 64) | (u128::from(q_mid) << 32) | u128::from(q_low), r)
 }
 
+/// `a × b` in 256 bits, or `Overflow`. ethnum's signed `checked_mul` detects overflow with a
+/// 256-bit division; when the operands' bit lengths add up to at most 255 the product cannot
+/// overflow, so the common case is one wrapping multiplication.
+#[inline]
+pub fn mul_wide(a: I256, b: I256) -> NumResult<I256> {
+    let bits = |x: I256| 256 - x.unsigned_abs().leading_zeros();
+    if bits(a) + bits(b) <= 255 {
+        Ok(a.wrapping_mul(b))
+    } else {
+        a.checked_mul(b).ok_or(NumError::Overflow)
+    }
+}
+
 /// `n / d` in 256 bits, rounded as asked, for either sign of `d ≠ 0`: the one wide division
 /// of the crate (closed forms in `margin` and `liquidation` use it).
 pub fn div_wide(n: I256, d: I256, round: Round) -> NumResult<I256> {

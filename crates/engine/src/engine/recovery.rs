@@ -37,7 +37,6 @@ use ethnum::I256;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 /// The liquidation status of one bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +46,9 @@ pub struct Liquidation {
     /// When a liquidation last moved part of it (the start counts); the backstop timeout runs
     /// from here.
     pub progress: u64,
-    /// Pacing and the open order, per market of the bucket, in the order first liquidated.
-    pub markets: Vec<(u32, Pacing)>,
+    /// Pacing and the open order, per market of the bucket, in the order first liquidated
+    /// (inline for one market: most liquidated buckets hold one position).
+    pub markets: SmallVec<[(u32, Pacing); 1]>,
 }
 
 /// Pacing of one position's liquidation: what was closed in the current window.
@@ -492,7 +492,7 @@ impl Engine {
         );
         // Each bucket takes at most one step per command; buckets the steps touch (winners of
         // deleveraging, payers of a socialized loss, the vault) are re-filed or start their own.
-        let mut stepped = BTreeSet::new();
+        let mut stepped: Vec<Key> = Vec::new();
         while !keys.is_empty() {
             keys.sort_unstable();
             keys.dedup();
@@ -507,7 +507,7 @@ impl Engine {
                 let liquidating = self.liquidations.contains_key(&k);
                 if !(liquidating || h.is_liquidatable()) {
                     self.refile(k, &h);
-                } else if !stepped.contains(&k) {
+                } else if stepped.binary_search(&k).is_err() {
                     due.push((h, k));
                     ranked.push(risks);
                 } else if !liquidating {
@@ -516,11 +516,14 @@ impl Engine {
                     self.start_liquidation(k, &h, self.now, events);
                 }
             }
+            // Typically a start and an order per bucket: one allocation instead of doublings.
+            events.reserve(2 * due.len());
             for i in self.most_underwater_first(&due) {
                 let (h, k) = due[i];
-                stepped.insert(k);
+                stepped.push(k);
                 self.liquidation_step(k, h, rank(std::mem::take(&mut ranked[i])), events);
             }
+            stepped.sort_unstable();
             keys = std::mem::take(&mut self.touched);
         }
     }
@@ -632,20 +635,26 @@ impl Engine {
     }
 
     /// Processing order: most underwater first (equity / maintenance ascending, exactly), ties
-    /// by account id, then by bucket. Sorted on a precomputed key — the ratio scaled by 2^32 and
-    /// rounded down, which orders like the ratio wherever it differs — so the exact comparison
-    /// and the ids are only consulted on (near-)ties.
+    /// by account id, then by bucket. Sorted on precomputed keys — the ratio scaled by 2^32 and
+    /// rounded down, which orders like the ratio wherever it differs, and the id's first 16
+    /// bytes — so the exact comparison and the full ids are only consulted on (near-)ties, and
+    /// the sort does not chase pointers into the id table.
     fn most_underwater_first(&self, items: &[(Health, Key)]) -> Vec<usize> {
-        let mut keyed: Vec<(i128, usize, &Id)> = items
+        let mut keyed: Vec<(i128, u128, usize)> = items
             .iter()
             .enumerate()
-            .map(|(i, (h, k))| (scaled_ratio(h), i, &self.account_ids[(k >> 32) as usize]))
+            .map(|(i, (h, k))| (scaled_ratio(h), id_prefix(&self.account_ids[(k >> 32) as usize]), i))
             .collect();
         keyed.sort_unstable_by(|a, b| {
-            let ((ha, ka), (hb, kb)) = (&items[a.1], &items[b.1]);
-            a.0.cmp(&b.0).then_with(|| more_underwater(ha, hb)).then_with(|| a.2.cmp(b.2)).then(ka.cmp(kb))
+            let ((ha, ka), (hb, kb)) = (&items[a.2], &items[b.2]);
+            let id = |k: &Key| &self.account_ids[(k >> 32) as usize];
+            a.0.cmp(&b.0)
+                .then_with(|| more_underwater(ha, hb))
+                .then(a.1.cmp(&b.1))
+                .then_with(|| id(ka).cmp(id(kb)))
+                .then(ka.cmp(kb))
         });
-        keyed.into_iter().map(|(_, i, _)| i).collect()
+        keyed.into_iter().map(|(_, _, i)| i).collect()
     }
 
     /// Buckets in liquidation, by key.
@@ -683,7 +692,7 @@ impl Engine {
         if self.liquidations.contains_key(&k) {
             return;
         }
-        self.liquidations.insert(k, Liquidation { since: ts, progress: ts, markets: Vec::new() });
+        self.liquidations.insert(k, Liquidation { since: ts, progress: ts, markets: SmallVec::new() });
         self.index.remove(k);
         let (account, isolated) = self.bucket_ids(k);
         events.push(Event::LiquidationStarted { account, isolated, equity: h.equity, maintenance: h.maintenance });
@@ -749,8 +758,9 @@ impl Engine {
             h = self.health_of_key(k)?;
             ranked = self.ranked_positions(k)?;
         }
-        let (a, bucket) = unkey(k);
-        if bucket_positions(&self.accounts[a as usize], bucket, None).next().is_none() {
+        // `ranked` lists the bucket's open positions (re-read after a recovery), so the account
+        // itself, long out of cache in a crash step, need not be read again.
+        if ranked.is_empty() {
             if h.equity.is_negative() {
                 self.socialize(k, h.equity.checked_neg()?, events)?;
             }
@@ -1300,13 +1310,32 @@ fn scaled_ratio(h: &Health) -> i128 {
     }
 }
 
+/// `equity_a × maintenance_b` against `equity_b × maintenance_a` in 128 bits, when all four
+/// fit in 64 (the common case; `None` otherwise).
+fn cross_i128(a: &Health, b: &Health) -> Option<Ordering> {
+    let n = |q: Quote| i64::try_from(q.raw()).ok().map(i128::from);
+    Some((n(a.equity)? * n(b.maintenance)?).cmp(&(n(b.equity)? * n(a.maintenance)?)))
+}
+
+/// The first 16 bytes of an id, zero-padded, as a big-endian number: ids hold no zero bytes, so
+/// these order like the ids wherever they differ.
+fn id_prefix(id: &Id) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = id.len().min(16);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
+
 /// Most underwater first: `equity / maintenance` ascending, compared exactly. A bucket with no
 /// requirement and negative equity counts as the most underwater.
 fn more_underwater(a: &Health, b: &Health) -> Ordering {
     let ratio = |h: &Health| (I256::from(h.equity.raw()), I256::from(h.maintenance.raw()));
     let ((ea, ma), (eb, mb)) = (ratio(a), ratio(b));
     match (ma == 0, mb == 0) {
-        (false, false) => (ea * mb).cmp(&(eb * ma)),
+        (false, false) => match cross_i128(a, b) {
+            Some(order) => order,
+            None => (ea * mb).cmp(&(eb * ma)),
+        },
         (true, true) => ea.cmp(&eb),
         (true, false) => {
             if ea < 0 {

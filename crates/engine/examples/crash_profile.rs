@@ -1,0 +1,51 @@
+//! Time the 30% crash of the liquidation benchmark repeatedly, for profiling.
+//!
+//! `cargo run --release -p ballast-engine --example crash_profile -- [crashes]`: builds the
+//! benchmark's population (`BALLAST_BENCH_ACCOUNTS`, default 1,000,000), clones it once per
+//! crash before any timing, then applies the crash to each clone (reusing one event buffer)
+//! and prints its wall and CPU time.
+//! Run it under `perf record` to see where a crash step's time goes.
+
+#[path = "../benches/support/population.rs"]
+mod population;
+
+use population::*;
+use std::time::Instant;
+
+/// The measured call (a separate function so that callgrind can collect it alone:
+/// `--collect-atstart=no --toggle-collect='*crash_once*'`).
+#[inline(never)]
+fn crash_once(
+    e: &mut ballast_engine::Engine,
+    crash: &ballast_engine::TimedCommand,
+    events: &mut Vec<ballast_engine::Event>,
+) {
+    e.apply(crash, events).expect("crash accepted");
+}
+
+/// Time this thread has run, in ns (Linux `/proc/thread-self/schedstat`): unlike wall time, it
+/// leaves out the time other processes had the core.
+fn cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
+    stat.split_whitespace().next().and_then(|s| s.parse().ok()).expect("run time in ns")
+}
+
+fn main() {
+    let crashes: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let (engine, _) = build(accounts());
+    let crash = oracle(engine.now() + 1, PRICE / 10 * 7);
+    let clones: Vec<_> = (0..crashes).map(|_| engine.clone()).collect();
+    eprintln!("built; crashing {crashes} clones");
+    // One event buffer, cleared and reused (the first crash maps its memory).
+    let mut events = Vec::new();
+    for mut e in clones {
+        events.clear();
+        let (t, cpu) = (Instant::now(), cpu_ns());
+        crash_once(&mut e, &crash, &mut events);
+        let (took, cpu) = (t.elapsed(), cpu_ns() - cpu);
+        let cpu = std::time::Duration::from_nanos(cpu);
+        eprintln!("crash: {took:.2?} wall, {cpu:.2?} on the CPU, {} events", events.len());
+        // Dropping a 600 MB engine takes longer than the crash: leave it to the exit.
+        std::mem::forget(e);
+    }
+}
