@@ -245,20 +245,22 @@ impl TriggerIndex {
         self.any.get(account / 64).is_some_and(|w| w & (1 << (account % 64)) != 0)
     }
 
-    /// Pop every bucket with an entry of `source` crossed at `price`, taking it out of the
-    /// index entirely; sorted by key, without duplicates.
-    pub fn crossed(&mut self, source: Source, price: Price) -> Vec<Key> {
+    /// Every bucket with an entry of `source` crossed at `price`, sorted by key, without
+    /// duplicates. They stay filed: the caller evaluates each and re-files or removes it, so
+    /// that the bucket's slot here is read next to its account (see `Engine::detect`).
+    pub fn crossed(&self, source: Source, price: Price) -> Vec<Key> {
         let p = price.raw();
-        let sets = self.sets(source);
+        let (v, i) = match source {
+            Source::Market(m) => (&self.markets, m),
+            Source::Asset(a) => (&self.assets, a),
+        };
+        let Some(sets) = v.get(i as usize) else { return Vec::new() };
         // Range scans cost the crossed entries only (`split_off` would count the larger half).
         let falls = sets.falls.range((p, 0)..).map(|&(_, k)| k);
         let rises = sets.rises.range(..=(p, Key::MAX)).map(|&(_, k)| k);
         let mut keys: Vec<Key> = falls.chain(rises).collect();
         keys.sort_unstable();
         keys.dedup();
-        for &k in &keys {
-            self.remove(k);
-        }
         keys
     }
 
@@ -398,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn crossing_pops_only_the_crossed_buckets() {
+    fn crossing_finds_only_the_crossed_buckets() {
         let mut ix = TriggerIndex::default();
         let at = |t: i64, rises| Filed { source: Source::Market(0), rises, trigger: t };
         ix.file(1, [at(90, false)].into_iter().collect());
@@ -410,11 +412,17 @@ mod tests {
         assert_eq!(ix.holders(0), vec![1, 2, 3]);
         assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(95)), Vec::<Key>::new());
         assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(85)), vec![1]);
+        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(80)), vec![1, 2]);
         assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(120)), vec![3]);
-        assert!(!ix.is_filed(1) && ix.is_filed(2));
-        // Popping 2 through market 0 also removes its market-1 entry.
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(80)), vec![2]);
-        assert!(ix.is_empty());
+        assert_eq!(ix.crossed(Source::Market(7), Price::from_raw(120)), Vec::<Key>::new());
+        // Removing 2 takes out its market-1 entry as well.
+        ix.remove(2);
+        assert!(ix.is_filed(1) && !ix.is_filed(2));
+        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(80)), vec![1]);
         assert_eq!(ix.holders(1), Vec::<Key>::new());
+        assert_eq!(ix.len(), 2);
+        ix.remove(1);
+        ix.remove(3);
+        assert!(ix.is_empty());
     }
 }

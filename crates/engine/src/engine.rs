@@ -888,7 +888,7 @@ fn valid_id(id: &str) -> Result<(), Reject> {
     }
 }
 
-/// The hasher of the id lookup map and of the detection index: a multiply-rotate hash over
+/// The hasher of the id lookup map: a multiply-rotate hash over
 /// 8-byte words (the Fx hash of the Rust compiler), several times faster than SipHash on short
 /// ids. The maps are only looked up, never iterated, so their order cannot reach an output; ids
 /// come from the venue, not from anonymous users, so hash flooding is not a concern.

@@ -17,8 +17,8 @@
 
 use crate::error::{check_range, ParamError};
 use crate::num::{
-    div_wide, mul_div, mul_wide, out_of_range, pow10, NumError, NumResult, Price, Quote, Ratio, Round, Size,
-    NOTIONAL_TO_QUOTE, RATIO_ONE,
+    div_floor_exact, div_round, div_wide, mul_div, mul_wide, out_of_range, pow10, NumError, NumResult, Price, Quote,
+    Ratio, Round, Size, NOTIONAL_TO_QUOTE, RATIO_ONE,
 };
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
@@ -423,6 +423,75 @@ pub fn fillable_price(
     if position_maintenance.is_negative() {
         return Err(out_of_range("position_maintenance", position_maintenance));
     }
+    let round = if position_size.is_positive() { Round::Ceil } else { Round::Floor };
+    let raw = match fillable_price_narrow(
+        params,
+        position_value,
+        position_size,
+        position_maintenance,
+        equity,
+        total_maintenance,
+        round,
+    ) {
+        Some(raw) => raw,
+        None => fillable_price_wide(
+            params,
+            position_value,
+            position_size,
+            position_maintenance,
+            equity,
+            total_maintenance,
+            round,
+        )?,
+    };
+    Price::try_from_raw(raw)
+}
+
+/// [`fillable_price`] in 128 bits, `None` where an intermediate overflows. With
+/// `X = PNNV·1e10 = q·PS + r` (floor division) and `Y = a·SMMR·PMMR·100`, the price is
+/// `q + (r·b − Y) / (b·PS)` exactly — the same rational as the 256-bit form, split so that no
+/// term carries the `1e8 · 1e10` scale factors at once.
+fn fillable_price_narrow(
+    params: &LiquidationParams,
+    position_value: Quote,
+    position_size: Size,
+    position_maintenance: Quote,
+    equity: Quote,
+    total_maintenance: Quote,
+    round: Round,
+) -> Option<i128> {
+    let tmmr = total_maintenance.raw();
+    let a = i128::from(params.bankruptcy_adjustment.raw()).checked_mul(tmmr.checked_sub(equity.raw())?)?;
+    let b = RATIO_ONE.checked_mul(tmmr)?;
+    let (a, b) = if a <= 0 {
+        (0, 1)
+    } else if a >= b {
+        (1, 1)
+    } else {
+        (a, b)
+    };
+    let ps = position_size.raw();
+    let x = position_value.raw().checked_mul(NOTIONAL_TO_QUOTE)?;
+    let (q, _) = div_floor_exact(x, ps).ok()?;
+    let r = x.checked_sub(q.checked_mul(ps)?)?;
+    let y = a
+        .checked_mul(i128::from(params.spread_to_maintenance.raw()))?
+        .checked_mul(position_maintenance.raw())?
+        .checked_mul(NOTIONAL_TO_QUOTE / RATIO_ONE)?;
+    let fraction = div_round(r.checked_mul(b)?.checked_sub(y)?, b.checked_mul(ps)?, round).ok()?;
+    q.checked_add(fraction)
+}
+
+/// [`fillable_price`] in 256 bits.
+fn fillable_price_wide(
+    params: &LiquidationParams,
+    position_value: Quote,
+    position_size: Size,
+    position_maintenance: Quote,
+    equity: Quote,
+    total_maintenance: Quote,
+    round: Round,
+) -> NumResult<i128> {
     // ABR = a / b with b = 1e8·TMMR (BA is a raw ratio), clamped to [0, 1].
     let tmmr = I256::from(total_maintenance.raw());
     let gap = sub(tmmr, I256::from(equity.raw()))?;
@@ -443,8 +512,7 @@ pub fn fillable_price(
     let spread = mul(mul(a, I256::from(params.spread_to_maintenance.raw()))?, I256::from(position_maintenance.raw()))?;
     let num = mul(sub(mul(I256::from(position_value.raw()), b1)?, spread)?, I256::from(NOTIONAL_TO_QUOTE))?;
     let den = mul(b1, I256::from(position_size.raw()))?;
-    let round = if position_size.is_positive() { Round::Ceil } else { Round::Floor };
-    Price::try_from_raw(div_i256(num, den, round)?)
+    div_i256(num, den, round)
 }
 
 /// The insurance-fund delta of a liquidation fill (dYdX `GetLiquidationInsuranceFundDelta`,
@@ -827,6 +895,38 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The 128-bit fillable price is the 256-bit one wherever it applies, and it applies to
+        /// accounts of ordinary size.
+        #[test]
+        fn fillable_price_narrow_matches_wide(
+            value in -10_000_000_000_000_000i128..10_000_000_000_000_000,
+            size in proptest::prop_oneof![1i128..1_000_000_000_000, -1_000_000_000_000i128..-1],
+            position_mm in 0i128..1_000_000_000_000,
+            extra_mm in 0i128..1_000_000_000_000,
+            equity in -1_000_000_000_000i128..1_000_000_000_000,
+            ba in 0i64..=200_000_000,
+            smmr in 0i64..=200_000_000,
+        ) {
+            let params = LiquidationParams {
+                bankruptcy_adjustment: Ratio::from_raw(ba),
+                spread_to_maintenance: Ratio::from_raw(smmr),
+                ..LiquidationParams::default()
+            };
+            let total = position_mm + extra_mm + 1;
+            let (v, s, pm, e, t) = (Quote::from_raw(value), Size::from_raw(size), Quote::from_raw(position_mm),
+                Quote::from_raw(equity), Quote::from_raw(total));
+            for round in [Round::Floor, Round::Ceil] {
+                let wide = fillable_price_wide(&params, v, s, pm, e, t, round).unwrap();
+                let narrow = fillable_price_narrow(&params, v, s, pm, e, t, round);
+                if value.abs() < 1_000_000_000_000 && total < 10_000_000_000 {
+                    proptest::prop_assert!(narrow.is_some(), "ordinary sizes stay in 128 bits");
+                }
+                if let Some(narrow) = narrow {
+                    proptest::prop_assert_eq!(narrow, wide);
+                }
+            }
+        }
+
         /// Closing the computed size restores the level, and one unit (1e-8) less would not.
         #[test]
         fn base_to_cover_is_the_least_sufficient_size(

@@ -500,6 +500,10 @@ impl Engine {
             let mut ranked = Vec::new();
             for k in keys {
                 let (a, bucket) = unkey(k);
+                // In a crash these are cache misses on three tables (ids, index, accounts); read
+                // together, they overlap.
+                let id = id_prefix(&self.account_ids[a as usize]);
+                self.index.remove(k);
                 let Ok((h, risks)) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))
                 else {
                     continue;
@@ -508,7 +512,7 @@ impl Engine {
                 if !(liquidating || h.is_liquidatable()) {
                     self.refile(k, &h);
                 } else if stepped.binary_search(&k).is_err() {
-                    due.push((h, k));
+                    due.push((h, k, id));
                     ranked.push(risks);
                 } else if !liquidating {
                     // Pushed back under by another bucket's step after its own: its liquidation
@@ -519,7 +523,7 @@ impl Engine {
             // Typically a start and an order per bucket: one allocation instead of doublings.
             events.reserve(2 * due.len());
             for i in self.most_underwater_first(&due) {
-                let (h, k) = due[i];
+                let (h, k, _) = due[i];
                 stepped.push(k);
                 self.liquidation_step(k, h, rank(std::mem::take(&mut ranked[i])), events);
             }
@@ -528,7 +532,7 @@ impl Engine {
         }
     }
 
-    /// Pop the index entries crossed by every mark and asset price that moved.
+    /// Add the buckets with index entries crossed by every mark and asset price that moved.
     fn step_prices(&mut self, keys: &mut Vec<Key>) {
         self.stepped_marks.resize(self.markets.len(), None);
         self.stepped_assets.resize(self.assets.len(), None);
@@ -626,7 +630,7 @@ impl Engine {
             for bucket in buckets {
                 if let Ok(h) = bucket_health(account, bucket, self.prices(self.now)) {
                     if h.is_liquidatable() {
-                        found.push((h, key(a as u32, bucket)));
+                        found.push((h, key(a as u32, bucket), id_prefix(&self.account_ids[a])));
                     }
                 }
             }
@@ -635,26 +639,23 @@ impl Engine {
     }
 
     /// Processing order: most underwater first (equity / maintenance ascending, exactly), ties
-    /// by account id, then by bucket. Sorted on precomputed keys — the ratio scaled by 2^32 and
-    /// rounded down, which orders like the ratio wherever it differs, and the id's first 16
-    /// bytes — so the exact comparison and the full ids are only consulted on (near-)ties, and
-    /// the sort does not chase pointers into the id table.
-    fn most_underwater_first(&self, items: &[(Health, Key)]) -> Vec<usize> {
-        let mut keyed: Vec<(i128, u128, usize)> = items
-            .iter()
-            .enumerate()
-            .map(|(i, (h, k))| (scaled_ratio(h), id_prefix(&self.account_ids[(k >> 32) as usize]), i))
-            .collect();
+    /// by account id, then by bucket. Each item carries its account id's [`id_prefix`]. Sorted
+    /// on precomputed keys — the ratio scaled by 2^32 and rounded down, which orders like the
+    /// ratio wherever it differs, and the id prefix — so the exact comparison and the full ids
+    /// are only consulted on (near-)ties.
+    fn most_underwater_first(&self, items: &[(Health, Key, u128)]) -> Vec<usize> {
+        let mut keyed: Vec<(i128, usize)> =
+            items.iter().enumerate().map(|(i, (h, _, _))| (scaled_ratio(h), i)).collect();
         keyed.sort_unstable_by(|a, b| {
-            let ((ha, ka), (hb, kb)) = (&items[a.2], &items[b.2]);
+            let ((ha, ka, ia), (hb, kb, ib)) = (&items[a.1], &items[b.1]);
             let id = |k: &Key| &self.account_ids[(k >> 32) as usize];
             a.0.cmp(&b.0)
                 .then_with(|| more_underwater(ha, hb))
-                .then(a.1.cmp(&b.1))
+                .then(ia.cmp(ib))
                 .then_with(|| id(ka).cmp(id(kb)))
                 .then(ka.cmp(kb))
         });
-        keyed.into_iter().map(|(_, _, i)| i).collect()
+        keyed.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Buckets in liquidation, by key.
