@@ -639,23 +639,32 @@ impl Engine {
     }
 
     /// Processing order: most underwater first (equity / maintenance ascending, exactly), ties
-    /// by account id, then by bucket. Each item carries its account id's [`id_prefix`]. Sorted
-    /// on precomputed keys — the ratio scaled by 2^32 and rounded down, which orders like the
-    /// ratio wherever it differs, and the id prefix — so the exact comparison and the full ids
-    /// are only consulted on (near-)ties.
+    /// by account id, then by bucket. Each item carries its account id's [`id_prefix`].
+    ///
+    /// Sorted first on plain integer keys — the ratio scaled by 2^32 and rounded down (which
+    /// orders like the ratio wherever it differs), the id prefix, the bucket key — so a crash
+    /// with thousands of liquidations sorts without comparison callbacks. Then each run of
+    /// equal scaled ratios is checked with the exact comparison (one pass) and re-sorted with
+    /// it only if the check fails: near-equal ratios, or ids sharing their first 16 bytes.
     fn most_underwater_first(&self, items: &[(Health, Key, u128)]) -> Vec<usize> {
-        let mut keyed: Vec<(i128, usize)> =
-            items.iter().enumerate().map(|(i, (h, _, _))| (scaled_ratio(h), i)).collect();
-        keyed.sort_unstable_by(|a, b| {
-            let ((ha, ka, ia), (hb, kb, ib)) = (&items[a.1], &items[b.1]);
-            let id = |k: &Key| &self.account_ids[(k >> 32) as usize];
-            a.0.cmp(&b.0)
-                .then_with(|| more_underwater(ha, hb))
-                .then(ia.cmp(ib))
-                .then_with(|| id(ka).cmp(id(kb)))
-                .then(ka.cmp(kb))
-        });
-        keyed.into_iter().map(|(_, i)| i).collect()
+        let mut keyed: Vec<(i128, u128, Key, usize)> =
+            items.iter().enumerate().map(|(i, (h, k, id))| (scaled_ratio(h), *id, *k, i)).collect();
+        keyed.sort_unstable();
+        let exact = |a: &(i128, u128, Key, usize), b: &(i128, u128, Key, usize)| {
+            let id = |k: Key| &self.account_ids[(k >> 32) as usize];
+            more_underwater(&items[a.3].0, &items[b.3].0).then_with(|| id(a.2).cmp(id(b.2))).then(a.2.cmp(&b.2))
+        };
+        let mut start = 0;
+        while start < keyed.len() {
+            let scaled = keyed[start].0;
+            let end = start + keyed[start..].iter().take_while(|x| x.0 == scaled).count();
+            let run = &mut keyed[start..end];
+            if !run.is_sorted_by(|a, b| exact(a, b) != Ordering::Greater) {
+                run.sort_unstable_by(exact);
+            }
+            start = end;
+        }
+        keyed.into_iter().map(|(_, _, _, i)| i).collect()
     }
 
     /// Buckets in liquidation, by key.

@@ -355,3 +355,45 @@ fn segment_fund_pays_first_within_its_cap_then_the_global_fund() {
         Reject::UnknownFund(_)
     ));
 }
+
+/// One crash, processed most underwater first; exact ties by account id (not by the order the
+/// accounts were created), including ids that share their first 16 bytes; ratios closer than
+/// 2^-32 still ordered exactly.
+#[test]
+fn a_crash_is_processed_most_underwater_first_then_by_id() {
+    let mut s = market("");
+    // (id, margin): 20 BTC each; equal margins give exactly equal ratios.
+    let book = [
+        ("zed", "104000"),
+        ("a-very-long-account-id-2", "104000"),
+        ("bob", "104000"),
+        ("a-very-long-account-id-1", "104000"),
+        ("deep", "100500"),
+        // 0.000001 USDC more than the tie group: at 46,000 its ratio is above theirs by 2.2e-11,
+        // less than 2^-32, so only the exact comparison tells them apart.
+        ("near", "104000.000001"),
+    ];
+    for (id, margin) in book {
+        s.deposit(0, id, margin);
+    }
+    for (id, _) in book {
+        s.fill(1, BTC, id, "mm", "20", "50000");
+    }
+    let events = oracle(&mut s, 2, "46000");
+    // Orders only, nothing filled: the positions are as they were at the crash.
+    let (near, bob) = (s.cross_health("near"), s.cross_health("bob"));
+    assert_eq!(super::scaled_ratio(&near), super::scaled_ratio(&bob), "the test needs a near-tie");
+    assert!(near.equity > bob.equity);
+    let started: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LiquidationStarted { account, .. } => Some(account.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        ["deep", "a-very-long-account-id-1", "a-very-long-account-id-2", "bob", "zed", "near"],
+        "most underwater first, exact ties by id"
+    );
+}
