@@ -496,8 +496,9 @@ impl Engine {
         while !keys.is_empty() {
             keys.sort_unstable();
             keys.dedup();
-            let mut due = Vec::new();
-            let mut ranked = Vec::new();
+            let mut due = Vec::with_capacity(keys.len());
+            let mut ranked = Vec::with_capacity(keys.len());
+            stepped.reserve(keys.len());
             for k in keys {
                 let (a, bucket) = unkey(k);
                 // In a crash these are cache misses on three tables (ids, index, accounts); read
