@@ -127,11 +127,15 @@ fn wide_share(budget: i128, weight: i128, terms: &[Term]) -> i128 {
     i128::try_from(share).unwrap_or(0)
 }
 
+/// The entries of one source, ordered so that the entries a price crosses are always the tail:
+/// a price step splits them off in one operation instead of removing them one by one.
 #[derive(Clone, Debug, Default)]
 struct Sets {
-    /// Fired when the price is at or below the trigger.
+    /// Fired when the price is at or below the trigger: ordered by trigger, so the crossed
+    /// ones (trigger ≥ price) are the tail.
     falls: BTreeSet<(i64, Key)>,
-    /// Fired when the price is at or above the trigger.
+    /// Fired when the price is at or above the trigger: ordered by `!trigger` (descending
+    /// trigger), so the crossed ones (trigger ≤ price) are the tail too.
     rises: BTreeSet<(i64, Key)>,
 }
 
@@ -142,6 +146,25 @@ impl Sets {
         } else {
             &mut self.falls
         }
+    }
+}
+
+/// Where an entry sits in its set: the trigger, bit-inverted for a rising entry (`!t` reverses
+/// the order without overflow).
+fn position(f: &Filed) -> i64 {
+    if f.rises {
+        !f.trigger
+    } else {
+        f.trigger
+    }
+}
+
+/// The tail of a set that a price crossed: everything at or after `position(price)`.
+fn crossed_from(rises: bool, price: i64) -> i64 {
+    if rises {
+        !price
+    } else {
+        price
     }
 }
 
@@ -176,6 +199,9 @@ pub struct TriggerIndex {
     any: Vec<u64>,
     /// Number of filed buckets.
     buckets: usize,
+    /// The tails split off by [`TriggerIndex::pop_crossed`] since the last
+    /// [`TriggerIndex::end_pops`]: (source, rises, start position).
+    popped: SmallVec<[(Source, bool, i64); 2]>,
 }
 
 impl TriggerIndex {
@@ -197,7 +223,7 @@ impl TriggerIndex {
             return;
         }
         for f in &entries {
-            self.sets(f.source).side(f.rises).insert((f.trigger, key));
+            self.sets(f.source).side(f.rises).insert((position(f), key));
         }
         let (account, bucket) = ((key >> 32) as usize, key as u32);
         if self.filed.len() <= account {
@@ -236,7 +262,14 @@ impl TriggerIndex {
             self.any[account / 64] &= !(1 << (account % 64));
         }
         for f in removed {
-            self.sets(f.source).side(f.rises).remove(&(f.trigger, key));
+            let at = position(&f);
+            let split_off = self
+                .popped
+                .iter()
+                .any(|&(source, rises, from)| (source, rises, true) == (f.source, f.rises, at >= from));
+            if !split_off {
+                self.sets(f.source).side(f.rises).remove(&(at, key));
+            }
         }
         self.buckets -= 1;
     }
@@ -246,22 +279,30 @@ impl TriggerIndex {
     }
 
     /// Every bucket with an entry of `source` crossed at `price`, sorted by key, without
-    /// duplicates. They stay filed: the caller evaluates each and re-files or removes it, so
-    /// that the bucket's slot here is read next to its account (see `Engine::detect`).
-    pub fn crossed(&self, source: Source, price: Price) -> Vec<Key> {
+    /// duplicates. The crossed entries leave their sets here, in one split; the buckets' slots
+    /// (and their entries under other sources) are left for the caller, which must
+    /// [`remove`](Self::remove) each returned bucket — before filing anything — and then call
+    /// [`end_pops`](Self::end_pops). That way a bucket's slot is read next to its account
+    /// (see `Engine::detect`), not in a separate pass over a million-entry table.
+    pub fn pop_crossed(&mut self, source: Source, price: Price) -> Vec<Key> {
         let p = price.raw();
-        let (v, i) = match source {
-            Source::Market(m) => (&self.markets, m),
-            Source::Asset(a) => (&self.assets, a),
-        };
-        let Some(sets) = v.get(i as usize) else { return Vec::new() };
-        // Range scans cost the crossed entries only (`split_off` would count the larger half).
-        let falls = sets.falls.range((p, 0)..).map(|&(_, k)| k);
-        let rises = sets.rises.range(..=(p, Key::MAX)).map(|&(_, k)| k);
-        let mut keys: Vec<Key> = falls.chain(rises).collect();
+        let sets = self.sets(source);
+        let falls = sets.falls.split_off(&(crossed_from(false, p), 0));
+        let rises = sets.rises.split_off(&(crossed_from(true, p), 0));
+        for (rises, split) in [(false, &falls), (true, &rises)] {
+            if !split.is_empty() {
+                self.popped.push((source, rises, crossed_from(rises, p)));
+            }
+        }
+        let mut keys: Vec<Key> = falls.into_iter().chain(rises).map(|(_, k)| k).collect();
         keys.sort_unstable();
         keys.dedup();
         keys
+    }
+
+    /// Close the pops since the last call: every popped bucket has been removed.
+    pub fn end_pops(&mut self) {
+        self.popped.clear();
     }
 
     /// The buckets filed under market `m` (its holders, bar those being liquidated), sorted.
@@ -271,6 +312,36 @@ impl TriggerIndex {
         keys.sort_unstable();
         keys.dedup();
         keys
+    }
+
+    /// A self-check for tests: the sets hold exactly the filed entries (nothing stale, nothing
+    /// missing), the per-account bits and the bucket count agree, and no pop is open.
+    pub fn is_consistent(&self) -> bool {
+        let in_sets: usize = self.markets.iter().chain(&self.assets).map(|s| s.falls.len() + s.rises.len()).sum();
+        let in_slots: usize = self.filed.iter().map(SmallVec::len).sum();
+        let mut buckets = 0;
+        for (account, entries) in self.filed.iter().enumerate() {
+            if self.any_filed(account) == entries.is_empty() {
+                return false;
+            }
+            let mut seen: SmallVec<[u32; 2]> = SmallVec::new();
+            for e in entries {
+                let (v, i) = match e.source {
+                    Source::Market(m) => (&self.markets, m),
+                    Source::Asset(a) => (&self.assets, a),
+                };
+                let key = ((account as u64) << 32) | u64::from(e.bucket);
+                let side = v.get(i as usize).map(|s| if e.rises { &s.rises } else { &s.falls });
+                if !side.is_some_and(|set| set.contains(&(position(&e.filed()), key))) {
+                    return false;
+                }
+                if !seen.contains(&e.bucket) {
+                    seen.push(e.bucket);
+                }
+            }
+            buckets += seen.len();
+        }
+        in_sets == in_slots && buckets == self.buckets && self.popped.is_empty()
     }
 
     pub fn is_filed(&self, key: Key) -> bool {
@@ -400,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn crossing_finds_only_the_crossed_buckets() {
+    fn a_price_step_pops_only_the_crossed_buckets() {
         let mut ix = TriggerIndex::default();
         let at = |t: i64, rises| Filed { source: Source::Market(0), rises, trigger: t };
         ix.file(1, [at(90, false)].into_iter().collect());
@@ -409,20 +480,39 @@ mod tests {
             [at(80, false), Filed { source: Source::Market(1), rises: true, trigger: 200 }].into_iter().collect(),
         );
         ix.file(3, [at(120, true)].into_iter().collect());
-        assert_eq!(ix.holders(0), vec![1, 2, 3]);
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(95)), Vec::<Key>::new());
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(85)), vec![1]);
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(80)), vec![1, 2]);
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(120)), vec![3]);
-        assert_eq!(ix.crossed(Source::Market(7), Price::from_raw(120)), Vec::<Key>::new());
-        // Removing 2 takes out its market-1 entry as well.
-        ix.remove(2);
-        assert!(ix.is_filed(1) && !ix.is_filed(2));
-        assert_eq!(ix.crossed(Source::Market(0), Price::from_raw(80)), vec![1]);
+        ix.file(4, [at(110, true)].into_iter().collect());
+        assert_eq!(ix.holders(0), vec![1, 2, 3, 4]);
+        let pop = |ix: &mut TriggerIndex, m: u32, price: i64| {
+            let keys = ix.pop_crossed(Source::Market(m), Price::from_raw(price));
+            for &k in &keys {
+                ix.remove(k);
+            }
+            ix.end_pops();
+            keys
+        };
+        assert_eq!(pop(&mut ix, 0, 95), Vec::<Key>::new());
+        assert_eq!(ix.len(), 4);
+        assert!(ix.is_consistent());
+        // A fall crosses the falling triggers at or above the price.
+        assert_eq!(pop(&mut ix, 0, 90), vec![1]);
+        assert!(!ix.is_filed(1) && ix.is_filed(2));
+        // A rise crosses the rising triggers at or below it, nearest first included.
+        assert_eq!(pop(&mut ix, 0, 115), vec![4]);
+        assert_eq!(pop(&mut ix, 7, 120), Vec::<Key>::new());
+        // Popping 2 through market 0 also removes its market-1 entry.
+        assert_eq!(pop(&mut ix, 0, 80), vec![2]);
         assert_eq!(ix.holders(1), Vec::<Key>::new());
-        assert_eq!(ix.len(), 2);
-        ix.remove(1);
+        assert_eq!(ix.holders(0), vec![3]);
+        assert!(ix.is_consistent());
+        // Re-filed during a pop at a trigger inside the popped range, a bucket is still
+        // removed properly afterwards.
+        let keys = ix.pop_crossed(Source::Market(0), Price::from_raw(120));
+        assert_eq!(keys, vec![3]);
         ix.remove(3);
-        assert!(ix.is_empty());
+        ix.file(3, [at(120, true)].into_iter().collect());
+        ix.end_pops();
+        ix.remove(3);
+        assert!(ix.is_empty() && ix.is_consistent());
+        assert_eq!(ix.holders(0), Vec::<Key>::new(), "no entry left behind in the sets");
     }
 }

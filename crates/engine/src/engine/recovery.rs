@@ -521,6 +521,8 @@ impl Engine {
                     self.start_liquidation(k, &h, self.now, events);
                 }
             }
+            // Every popped bucket has been removed (the first pass holds them all).
+            self.index.end_pops();
             // Typically a start and an order per bucket: one allocation instead of doublings.
             events.reserve(2 * due.len());
             for i in self.most_underwater_first(&due) {
@@ -541,7 +543,7 @@ impl Engine {
             let mark = self.markets[m].mark();
             if mark != self.stepped_marks[m] {
                 if let Some(p) = mark {
-                    keys.extend(self.index.crossed(Source::Market(m as u32), p));
+                    keys.extend(self.index.pop_crossed(Source::Market(m as u32), p));
                 }
                 self.stepped_marks[m] = mark;
             }
@@ -550,7 +552,7 @@ impl Engine {
             let price = self.assets[a].feed.price();
             if price != self.stepped_assets[a] {
                 if let Some(p) = price {
-                    keys.extend(self.index.crossed(Source::Asset(a as u32), p));
+                    keys.extend(self.index.pop_crossed(Source::Asset(a as u32), p));
                 }
                 self.stepped_assets[a] = price;
             }
@@ -689,6 +691,11 @@ impl Engine {
     /// Number of buckets filed in the detection index.
     pub fn filed_buckets(&self) -> usize {
         self.index.len()
+    }
+
+    /// A self-check for tests: the detection index holds exactly what the buckets filed.
+    pub fn detection_index_is_consistent(&self) -> bool {
+        self.index.is_consistent()
     }
 
     fn health_of_key(&self, k: Key) -> Result<Health, Reject> {
