@@ -1,0 +1,269 @@
+//! The engine thread: the one owner of the journaled engine. Requests arrive over a channel;
+//! the thread drains whatever is queued, journals all queued commands as one group commit (one
+//! write, one fdatasync), applies them, and only then replies. Reads run on the same thread
+//! between group commits, so they always see a state whose commands are durable.
+
+use crate::events::EventLog;
+use crate::metrics::Metrics;
+use ballast_engine::{parse_line, Engine, Event, ParseError, TimedCommand};
+use ballast_journal::{JournalError, JournaledEngine, Outcome, Submitted};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most commands in one group commit (requests are never split; a group stops growing once it
+/// holds this many).
+pub const MAX_GROUP: usize = 100_000;
+
+/// What the engine thread drives: the journaled engine, or a wrapper of it in tests (to inject
+/// a failing fdatasync).
+pub trait Backend: Send + 'static {
+    /// Journal `lines` durably (one group commit), then apply them.
+    fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError>;
+    fn engine(&self) -> &Engine;
+    /// The last journaled sequence number.
+    fn last_seq(&self) -> u64;
+}
+
+impl Backend for JournaledEngine {
+    fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError> {
+        JournaledEngine::submit_batch(self, lines)
+    }
+    fn engine(&self) -> &Engine {
+        JournaledEngine::engine(self)
+    }
+    fn last_seq(&self) -> u64 {
+        JournaledEngine::last_seq(self)
+    }
+}
+
+/// The durable result of one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandResult {
+    /// The journal sequence number (rejected commands are journaled too).
+    pub seq: u64,
+    pub cmd: String,
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a batch was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The journal write or fdatasync failed: nothing of the group is acknowledged.
+    #[error("not durable: {0}")]
+    Journal(String),
+    /// A line that does not decode reached the engine thread (the routes check first).
+    #[error("command {index}: {reason}")]
+    Invalid { index: usize, reason: String },
+    /// The engine thread is gone (the service is shutting down).
+    #[error("the engine thread has stopped")]
+    Stopped,
+}
+
+type ReadFn = Box<dyn FnOnce(&Engine, u64) + Send>;
+
+/// A command line that decoded, with its `cmd` name.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub line: String,
+    pub cmd: &'static str,
+}
+
+impl Prepared {
+    /// Decode `line` (strictly, as the journal's replay will).
+    pub fn new(line: String) -> Result<(Prepared, TimedCommand), ParseError> {
+        let cmd = parse_line(&line)?;
+        Ok((Prepared { line, cmd: cmd.cmd.name() }, cmd))
+    }
+}
+
+enum Job {
+    Submit { lines: Vec<Prepared>, reply: Reply },
+    Read(ReadFn),
+}
+
+/// Health of the journal, shared with `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub journal_ok: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    pub last_seq: AtomicU64,
+}
+
+/// A cheap, cloneable handle to the engine thread: the in-process API.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Job>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl EngineHandle {
+    /// Start the engine thread on `backend`.
+    pub fn start<B: Backend>(backend: B, events: Arc<EventLog>, metrics: Arc<Metrics>) -> EngineHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
+        health.journal_ok.store(true, Ordering::Relaxed);
+        health.last_seq.store(backend.last_seq(), Ordering::Relaxed);
+        let worker = Worker { backend, events: events.clone(), metrics: metrics.clone(), health: health.clone() };
+        std::thread::Builder::new()
+            .name("ballast-engine".into())
+            .spawn(move || worker.run(rx))
+            .expect("cannot start the engine thread");
+        EngineHandle { tx, events, metrics, health }
+    }
+
+    /// Journal and apply `lines` (command JSON lines, already decoded once by the caller);
+    /// returns after the group they joined is durable.
+    pub async fn submit(&self, lines: Vec<Prepared>) -> Result<Vec<CommandResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Submit { lines, reply }).map_err(|_| SubmitError::Stopped)?;
+        rx.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Run `f` on the engine thread with the engine and the last journaled seq.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine, u64) -> R + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let job: ReadFn = Box::new(move |engine, seq| {
+            let _ = reply.send(f(engine, seq));
+        });
+        self.tx.send(Job::Read(job)).map_err(|_| SubmitError::Stopped)?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<CommandResult>, SubmitError>>;
+
+/// Sort a job into the group's submits or reads; returns the commands it adds.
+fn push(job: Job, submits: &mut Vec<(Vec<Prepared>, Reply)>, reads: &mut Vec<ReadFn>) -> usize {
+    match job {
+        Job::Submit { lines, reply } => {
+            let n = lines.len();
+            submits.push((lines, reply));
+            n
+        }
+        Job::Read(f) => {
+            reads.push(f);
+            0
+        }
+    }
+}
+
+struct Worker<B> {
+    backend: B,
+    events: Arc<EventLog>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl<B: Backend> Worker<B> {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut submits = Vec::new();
+        let mut reads = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut queued = push(first, &mut submits, &mut reads);
+            while queued < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => queued += push(job, &mut submits, &mut reads),
+                    Err(_) => break,
+                }
+            }
+            if !submits.is_empty() {
+                self.commit(std::mem::take(&mut submits));
+            }
+            let seq = self.backend.last_seq();
+            for f in reads.drain(..) {
+                f(self.backend.engine(), seq);
+            }
+        }
+    }
+
+    fn commit(&mut self, submits: Vec<(Vec<Prepared>, Reply)>) {
+        let lines: Vec<&str> = submits.iter().flat_map(|(l, _)| l.iter().map(|p| p.line.as_str())).collect();
+        let start = Instant::now();
+        let result = self.backend.submit_batch(&lines);
+        let took = start.elapsed();
+        let submitted = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let why = e.to_string();
+                eprintln!("ballast serve: group commit of {} commands failed: {why}", lines.len());
+                self.metrics.commit_failed();
+                self.health.journal_ok.store(!matches!(e, JournalError::Poisoned(_)), Ordering::Relaxed);
+                *self.health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                for (lines, reply) in submits {
+                    for p in &lines {
+                        self.metrics.command(p.cmd, "failed");
+                    }
+                    let _ = reply.send(Err(SubmitError::Journal(why.clone())));
+                }
+                return;
+            }
+        };
+        self.metrics.commit(took, lines.len());
+        if let Some(e) = &submitted.snapshot_error {
+            eprintln!("ballast serve: warning: automatic snapshot failed (the commands are durable): {e}");
+        }
+        self.health.last_seq.store(self.backend.last_seq(), Ordering::Relaxed);
+        let ts = self.backend.engine().now();
+        let mut outcomes = submitted.outcomes.into_iter();
+        let mut records = Vec::new();
+        for (lines, reply) in submits {
+            let mut results = Vec::with_capacity(lines.len());
+            let mut invalid = None;
+            for (i, line) in lines.iter().enumerate() {
+                let cmd = line.cmd;
+                match outcomes.next() {
+                    Some(Outcome::Accepted { seq, events }) => {
+                        self.metrics.command(cmd, "accepted");
+                        for e in &events {
+                            let json = crate::events::record(seq, ts, cmd, e);
+                            self.metrics.event(crate::events::name_of(&json));
+                            records.push((seq, json));
+                        }
+                        results.push(CommandResult {
+                            seq,
+                            cmd: cmd.to_string(),
+                            accepted: true,
+                            events: Some(events),
+                            reason: None,
+                        });
+                    }
+                    Some(Outcome::Rejected { seq, reason }) => {
+                        self.metrics.command(cmd, "rejected");
+                        let reason = reason.to_string();
+                        records.push((seq, crate::events::rejection(seq, ts, cmd, &reason)));
+                        results.push(CommandResult {
+                            seq,
+                            cmd: cmd.to_string(),
+                            accepted: false,
+                            events: None,
+                            reason: Some(reason),
+                        });
+                    }
+                    Some(Outcome::Invalid(e)) => {
+                        invalid.get_or_insert(SubmitError::Invalid { index: i, reason: e.to_string() });
+                    }
+                    None => {
+                        invalid.get_or_insert(SubmitError::Invalid { index: i, reason: "no outcome".into() });
+                    }
+                }
+            }
+            let _ = reply.send(match invalid {
+                Some(e) => Err(e),
+                None => Ok(results),
+            });
+        }
+        self.events.push(records);
+    }
+}
