@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use ballast_engine::{parse_line, Engine, Event, ParseError, TimedCommand};
 use ballast_journal::{JournalError, JournaledEngine, Outcome, Submitted};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,16 +21,17 @@ pub const MAX_GROUP: usize = 100_000;
 /// What the engine thread drives: the journaled engine, or a wrapper of it in tests (to inject
 /// a failing fdatasync).
 pub trait Backend: Send + 'static {
-    /// Journal `lines` durably (one group commit), then apply them.
-    fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError>;
+    /// Journal `lines` durably (one group commit), then apply `cmds` (`cmds[i]` is the decoded
+    /// `lines[i]`).
+    fn submit_batch(&mut self, lines: &[&str], cmds: Vec<TimedCommand>) -> Result<Submitted, JournalError>;
     fn engine(&self) -> &Engine;
     /// The last journaled sequence number.
     fn last_seq(&self) -> u64;
 }
 
 impl Backend for JournaledEngine {
-    fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError> {
-        JournaledEngine::submit_batch(self, lines)
+    fn submit_batch(&mut self, lines: &[&str], cmds: Vec<TimedCommand>) -> Result<Submitted, JournalError> {
+        JournaledEngine::submit_decoded(self, lines, cmds.into_iter().map(Ok).collect())
     }
     fn engine(&self) -> &Engine {
         JournaledEngine::engine(self)
@@ -68,18 +70,26 @@ pub enum SubmitError {
 
 type ReadFn = Box<dyn FnOnce(&Engine, u64) + Send>;
 
-/// A command line that decoded, with its `cmd` name.
+/// A command line and its decoding (strict, as the journal's replay will decode it).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub line: String,
-    pub cmd: &'static str,
+    line: String,
+    command: TimedCommand,
 }
 
 impl Prepared {
-    /// Decode `line` (strictly, as the journal's replay will).
-    pub fn new(line: String) -> Result<(Prepared, TimedCommand), ParseError> {
-        let cmd = parse_line(&line)?;
-        Ok((Prepared { line, cmd: cmd.cmd.name() }, cmd))
+    /// Decode `line`.
+    pub fn new(line: String) -> Result<Prepared, ParseError> {
+        let command = parse_line(&line)?;
+        Ok(Prepared { line, command })
+    }
+
+    pub fn command(&self) -> &TimedCommand {
+        &self.command
+    }
+
+    pub fn line(&self) -> &str {
+        &self.line
     }
 }
 
@@ -190,8 +200,9 @@ impl<B: Backend> Worker<B> {
 
     fn commit(&mut self, submits: Vec<(Vec<Prepared>, Reply)>) {
         let lines: Vec<&str> = submits.iter().flat_map(|(l, _)| l.iter().map(|p| p.line.as_str())).collect();
+        let cmds: Vec<TimedCommand> = submits.iter().flat_map(|(l, _)| l.iter().map(|p| p.command.clone())).collect();
         let start = Instant::now();
-        let result = self.backend.submit_batch(&lines);
+        let result = self.backend.submit_batch(&lines, cmds);
         let took = start.elapsed();
         let submitted = match result {
             Ok(s) => s,
@@ -203,7 +214,7 @@ impl<B: Backend> Worker<B> {
                 *self.health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
                 for (lines, reply) in submits {
                     for p in &lines {
-                        self.metrics.command(p.cmd, "failed");
+                        self.metrics.command(p.command.cmd.name(), "failed");
                     }
                     let _ = reply.send(Err(SubmitError::Journal(why.clone())));
                 }
@@ -218,17 +229,20 @@ impl<B: Backend> Worker<B> {
         let ts = self.backend.engine().now();
         let mut outcomes = submitted.outcomes.into_iter();
         let mut records = Vec::new();
+        let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        let mut event_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut replies = Vec::with_capacity(submits.len());
         for (lines, reply) in submits {
             let mut results = Vec::with_capacity(lines.len());
             let mut invalid = None;
             for (i, line) in lines.iter().enumerate() {
-                let cmd = line.cmd;
+                let cmd = line.command.cmd.name();
                 match outcomes.next() {
                     Some(Outcome::Accepted { seq, events }) => {
-                        self.metrics.command(cmd, "accepted");
+                        *counts.entry((cmd, "accepted")).or_default() += 1;
                         for e in &events {
                             let json = crate::events::record(seq, ts, cmd, e);
-                            self.metrics.event(crate::events::name_of(&json));
+                            *event_counts.entry(crate::events::known_name(&json)).or_default() += 1;
                             records.push((seq, json));
                         }
                         results.push(CommandResult {
@@ -240,7 +254,7 @@ impl<B: Backend> Worker<B> {
                         });
                     }
                     Some(Outcome::Rejected { seq, reason }) => {
-                        self.metrics.command(cmd, "rejected");
+                        *counts.entry((cmd, "rejected")).or_default() += 1;
                         let reason = reason.to_string();
                         records.push((seq, crate::events::rejection(seq, ts, cmd, &reason)));
                         results.push(CommandResult {
@@ -259,11 +273,14 @@ impl<B: Backend> Worker<B> {
                     }
                 }
             }
-            let _ = reply.send(match invalid {
-                Some(e) => Err(e),
-                None => Ok(results),
-            });
+            replies.push((reply, invalid.map_or(Ok(results), Err)));
         }
+        self.metrics.add(&counts, &event_counts);
+        // The events are in the ring before anyone hears back, so a client that reads the events
+        // after its reply sees its own.
         self.events.push(records);
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
     }
 }

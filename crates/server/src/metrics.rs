@@ -72,6 +72,23 @@ impl Metrics {
         self.with(|m| *m.commands.entry((kind, outcome)).or_default() += 1);
     }
 
+    /// Add the counts of one group commit (one lock for the whole group).
+    pub fn add(&self, commands: &BTreeMap<(&'static str, &'static str), u64>, events: &BTreeMap<&str, u64>) {
+        self.with(|m| {
+            for (k, n) in commands {
+                *m.commands.entry(*k).or_default() += n;
+            }
+            for (name, n) in events {
+                match m.events.get_mut(*name) {
+                    Some(c) => *c += n,
+                    None => {
+                        m.events.insert(name.to_string(), *n);
+                    }
+                }
+            }
+        });
+    }
+
     pub fn event(&self, name: &str) {
         self.with(|m| match m.events.get_mut(name) {
             Some(n) => *n += 1,

@@ -175,9 +175,9 @@ async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Body)
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let line = serde_json::to_string(&item).map_err(|e| ApiError::bad_request("invalid_command", e.to_string()))?;
-        let (p, cmd) =
+        let p =
             Prepared::new(line).map_err(|e| ApiError::bad_request("invalid_command", format!("command {i}: {e}")))?;
-        may_send(&who, &cmd).map_err(|why| ApiError::forbidden(format!("command {i}: {why}")))?;
+        may_send(&who, p.command()).map_err(|why| ApiError::forbidden(format!("command {i}: {why}")))?;
         prepared.push(p);
     }
     match tokio::time::timeout(timeout(&state.limits), state.engine.submit(prepared)).await {

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use ballast_engine::Engine;
+use ballast_engine::{Engine, TimedCommand};
 use ballast_journal::{JournalError, JournaledEngine, Options, Submitted};
 use ballast_server::auth::hash_key;
 use ballast_server::config::{Config, KeyConfig};
@@ -47,12 +47,12 @@ struct FlakyDisk {
 }
 
 impl Backend for FlakyDisk {
-    fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError> {
+    fn submit_batch(&mut self, lines: &[&str], cmds: Vec<TimedCommand>) -> Result<Submitted, JournalError> {
         if self.fail.load(Ordering::SeqCst) {
+            // ENOSPC, as a full disk reports it.
             return Err(JournalError::Sync(std::io::Error::from_raw_os_error(28)));
-            // ENOSPC
         }
-        self.inner.submit_batch(lines)
+        self.inner.submit_decoded(lines, cmds.into_iter().map(Ok).collect())
     }
     fn engine(&self) -> &Engine {
         self.inner.engine()
