@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod config;
 mod dashboard;

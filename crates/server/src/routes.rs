@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ballast_engine::Engine;
+use ballast_engine::{Engine, ParseError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -155,13 +155,12 @@ async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Body)
         }
     }
     let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
-    let items = match value {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
-        _ => return Err(ApiError::bad_request("invalid_command", "expected a command object or an array of commands")),
-    };
+    let items = crate::body::split(&bytes).map_err(|e| match e {
+        crate::body::BodyError::Malformed(why) => {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {why}"))
+        }
+        crate::body::BodyError::Shape(why) => ApiError::bad_request("invalid_command", why),
+    })?;
     if items.is_empty() {
         return Err(ApiError::bad_request("invalid_command", "the batch is empty"));
     }
@@ -174,9 +173,12 @@ async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Body)
     }
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let line = serde_json::to_string(&item).map_err(|e| ApiError::bad_request("invalid_command", e.to_string()))?;
-        let p =
-            Prepared::new(line).map_err(|e| ApiError::bad_request("invalid_command", format!("command {i}: {e}")))?;
+        let p = Prepared::new(item.to_string()).map_err(|e| match e {
+            ParseError::NotJson(why) => {
+                ApiError::bad_request("malformed_json", format!("command {i} is not valid JSON: {why}"))
+            }
+            e => ApiError::bad_request("invalid_command", format!("command {i}: {e}")),
+        })?;
         may_send(&who, p.command()).map_err(|why| ApiError::forbidden(format!("command {i}: {why}")))?;
         prepared.push(p);
     }
