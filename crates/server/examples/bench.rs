@@ -6,6 +6,7 @@
 //! cargo run --release -p ballast-server --example bench -- http    DIR [COMMANDS]
 //! cargo run --release -p ballast-server --example bench -- latency DIR [SECONDS] [RATE]
 //! cargo run --release -p ballast-server --example bench -- restart DIR [COMMANDS]
+//! cargo run --release -p ballast-server --example bench -- engine  DIR [COMMANDS]   # no journal
 //! ```
 //!
 //! DIR is created and emptied first (and removed at the end). The workload: 1,000 funded
@@ -13,6 +14,7 @@
 //! stays fresh) that alternate `deposit` and `fill` between account pairs; fills alternate buyer
 //! and seller, so positions stay small and every command is accepted.
 
+use axum::serve::ListenerExt;
 use ballast_journal::{JournaledEngine, Options};
 use ballast_server::auth::hash_key;
 use ballast_server::client::Client;
@@ -154,7 +156,7 @@ fn serve(dir: &Path, rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener.tap_io(ballast_server::no_delay), router).await.unwrap() });
         addr
     })
 }
@@ -235,7 +237,7 @@ fn latency(dir: &Path, seconds: u64, rate: u64) {
         percentile(&sync, 0.99),
         sync[sync.len() - 1]
     );
-    let threads = 96u64;
+    let threads = 64u64;
     let total = seconds * rate;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now() + Duration::from_millis(200);
@@ -317,9 +319,29 @@ fn restart(dir: &Path, total: u64) {
     );
 }
 
+/// The engine alone on the same workload, one thread: decode and apply, no journal.
+fn engine_only(total: u64) {
+    let mut engine = ballast_engine::Engine::new();
+    let mut events = Vec::new();
+    for line in setup_lines() {
+        engine.apply(&ballast_engine::parse_line(&line).unwrap(), &mut events).unwrap();
+    }
+    let texts: Vec<String> = (0..total).map(command).collect();
+    let start = Instant::now();
+    for t in &texts {
+        events.clear();
+        engine.apply(&ballast_engine::parse_line(t).unwrap(), &mut events).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "engine alone: {total} commands decoded and applied in {secs:.2} s = {:.0} commands/s (one thread, no journal)",
+        total as f64 / secs
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench inproc|http|latency|restart DIR [N] [RATE]";
+    let usage = "usage: bench inproc|http|latency|restart|engine DIR [N] [RATE]";
     let (Some(what), Some(dir)) = (args.first(), args.get(1)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -331,6 +353,7 @@ fn main() {
         "http" => http(&dir, n(2, 1_000_000)),
         "latency" => latency(&dir, n(2, 10), n(3, 5000)),
         "restart" => restart(&dir, n(2, 10_000_000)),
+        "engine" => engine_only(n(2, 1_000_000)),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);

@@ -199,8 +199,20 @@ impl<B: Backend> Worker<B> {
     }
 
     fn commit(&mut self, submits: Vec<(Vec<Prepared>, Reply)>) {
-        let lines: Vec<&str> = submits.iter().flat_map(|(l, _)| l.iter().map(|p| p.line.as_str())).collect();
-        let cmds: Vec<TimedCommand> = submits.iter().flat_map(|(l, _)| l.iter().map(|p| p.command.clone())).collect();
+        // Move the decoded commands out; keep the texts (and each command's name) for the
+        // journal and the replies.
+        let mut cmds = Vec::with_capacity(submits.iter().map(|(l, _)| l.len()).sum());
+        let mut texts = Vec::with_capacity(submits.len());
+        for (prepared, reply) in submits {
+            let mut batch = Vec::with_capacity(prepared.len());
+            for p in prepared {
+                batch.push((p.line, p.command.cmd.name()));
+                cmds.push(p.command);
+            }
+            texts.push((batch, reply));
+        }
+        let submits = texts;
+        let lines: Vec<&str> = submits.iter().flat_map(|(l, _)| l.iter().map(|(line, _)| line.as_str())).collect();
         let start = Instant::now();
         let result = self.backend.submit_batch(&lines, cmds);
         let took = start.elapsed();
@@ -213,8 +225,8 @@ impl<B: Backend> Worker<B> {
                 self.health.journal_ok.store(!matches!(e, JournalError::Poisoned(_)), Ordering::Relaxed);
                 *self.health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
                 for (lines, reply) in submits {
-                    for p in &lines {
-                        self.metrics.command(p.command.cmd.name(), "failed");
+                    for (_, name) in &lines {
+                        self.metrics.command(name, "failed");
                     }
                     let _ = reply.send(Err(SubmitError::Journal(why.clone())));
                 }
@@ -235,8 +247,8 @@ impl<B: Backend> Worker<B> {
         for (lines, reply) in submits {
             let mut results = Vec::with_capacity(lines.len());
             let mut invalid = None;
-            for (i, line) in lines.iter().enumerate() {
-                let cmd = line.command.cmd.name();
+            for (i, (_, cmd)) in lines.iter().enumerate() {
+                let cmd = *cmd;
                 match outcomes.next() {
                     Some(Outcome::Accepted { seq, events }) => {
                         *counts.entry((cmd, "accepted")).or_default() += 1;

@@ -29,6 +29,7 @@ pub mod routes;
 pub use config::Config;
 pub use engine_task::{Backend, EngineHandle, Prepared};
 
+use axum::serve::ListenerExt;
 use ballast_journal::{JournalError, JournaledEngine, Recovery};
 use std::sync::Arc;
 
@@ -94,8 +95,16 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         println!("listening on http://{addr} (data dir {})", config.data_dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
+        axum::serve(listener.tap_io(no_delay), router)
+            .with_graceful_shutdown(shutdown())
+            .await
+            .map_err(ServeError::Serve)
     })
+}
+
+/// Replies are small and latency matters: send them without waiting to coalesce (Nagle).
+pub fn no_delay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 async fn shutdown() {
