@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release -p ballast-server --example bench -- inproc  DIR [COMMANDS]
 //! cargo run --release -p ballast-server --example bench -- http    DIR [COMMANDS]
+//! cargo run --release -p ballast-server --example bench -- http-quiet DIR [COMMANDS]  # ?events=false
 //! cargo run --release -p ballast-server --example bench -- latency DIR [SECONDS] [RATE]
 //! cargo run --release -p ballast-server --example bench -- restart DIR [COMMANDS]
 //! cargo run --release -p ballast-server --example bench -- engine  DIR [COMMANDS]   # no journal
@@ -161,8 +162,9 @@ fn serve(dir: &Path, rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
     })
 }
 
-/// Over HTTP: 4 client threads post batches of 1,000.
-fn http(dir: &Path, total: u64) {
+/// Over HTTP: 4 client threads post batches of 1,000 (with `quiet`, to `?events=false`).
+fn http(dir: &Path, total: u64, quiet: bool) {
+    let path = if quiet { "/v1/commands?events=false" } else { "/v1/commands" };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let addr = serve(dir, &rt);
     let clients = 4u64;
@@ -186,7 +188,7 @@ fn http(dir: &Path, total: u64) {
             std::thread::spawn(move || {
                 let mut client = Client::new(addr, Some(KEY));
                 for body in bodies {
-                    let reply = client.post("/v1/commands", &body).expect("request");
+                    let reply = client.post(path, &body).expect("request");
                     assert_eq!(reply.status, 200, "{}", reply.text());
                 }
             })
@@ -197,8 +199,9 @@ fn http(dir: &Path, total: u64) {
     }
     let secs = start.elapsed().as_secs_f64();
     let n = clients * per_client * batch;
+    let what = if quiet { "http (events=false)" } else { "http" };
     println!(
-        "http: {n} commands in {secs:.2} s = {:.0} commands/s (durable; 4 connections, batches of 1,000)",
+        "{what}: {n} commands in {secs:.2} s = {:.0} commands/s (durable; 4 connections, batches of 1,000)",
         n as f64 / secs
     );
 }
@@ -341,7 +344,7 @@ fn engine_only(total: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench inproc|http|latency|restart|engine DIR [N] [RATE]";
+    let usage = "usage: bench inproc|http|http-quiet|latency|restart|engine DIR [N] [RATE]";
     let (Some(what), Some(dir)) = (args.first(), args.get(1)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -350,7 +353,8 @@ fn main() {
     let n = |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     match what.as_str() {
         "inproc" => inproc(&dir, n(2, 2_000_000)),
-        "http" => http(&dir, n(2, 1_000_000)),
+        "http" => http(&dir, n(2, 1_000_000), false),
+        "http-quiet" => http(&dir, n(2, 1_000_000), true),
         "latency" => latency(&dir, n(2, 10), n(3, 5000)),
         "restart" => restart(&dir, n(2, 10_000_000)),
         "engine" => engine_only(n(2, 1_000_000)),

@@ -139,7 +139,27 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// POST /v1/commands: one command object or an array of them.
-async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// The reply to POST /v1/commands.
+#[derive(serde::Serialize)]
+struct Submitted {
+    first_seq: u64,
+    last_seq: u64,
+    results: Vec<crate::engine_task::CommandResult>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsQuery {
+    /// `false`: leave the events out of the reply (seqs, outcomes and reasons only).
+    events: Option<bool>,
+}
+
+async fn commands(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CommandsQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, None)?;
     let max = state.limits.max_body_bytes;
     let too_large = || {
@@ -183,10 +203,16 @@ async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Body)
         prepared.push(p);
     }
     match tokio::time::timeout(timeout(&state.limits), state.engine.submit(prepared)).await {
-        Ok(Ok(results)) => {
-            let first = results.first().map_or(0, |r| r.seq);
-            let last = results.last().map_or(0, |r| r.seq);
-            Ok(Json(json!({ "first_seq": first, "last_seq": last, "results": results })).into_response())
+        Ok(Ok(mut results)) => {
+            if q.events == Some(false) {
+                for r in &mut results {
+                    r.events = None;
+                }
+            }
+            let first_seq = results.first().map_or(0, |r| r.seq);
+            let last_seq = results.last().map_or(0, |r| r.seq);
+            // Serialized straight from the results (no intermediate JSON tree).
+            Ok(Json(Submitted { first_seq, last_seq, results }).into_response())
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::new(

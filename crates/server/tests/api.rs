@@ -143,6 +143,14 @@ async fn a_batch_is_journaled_in_order_with_seqs_and_events() {
     assert_eq!(body["results"][0]["seq"], 6);
     assert_eq!(body["results"][0]["accepted"], false);
     assert!(body["results"][0]["reason"].as_str().unwrap().contains("initial requirement"), "{body}");
+    // Without the events in the reply.
+    let (status, body) =
+        call(&f, "POST", "/v1/commands?events=false", Some("venue"), Some(r#"{"ts":2000,"cmd":"tick"}"#.into())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["results"][0]["seq"].as_u64(), body["results"][0].get("events")), (Some(7), None));
+    let (status, body) =
+        call(&f, "POST", "/v1/commands?evnts=false", Some("venue"), Some(r#"{"ts":2000,"cmd":"tick"}"#.into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, events) = call(&f, "GET", "/v1/events?from=5", Some("viewer"), None).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
