@@ -5,6 +5,7 @@
 mod keys;
 mod lab;
 mod replay;
+mod serve;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,29 @@ enum Cmd {
         /// The data directory (journal segments and snapshots).
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+    },
+    /// Run the service: the journaled engine behind an HTTP and WebSocket API, with roles by
+    /// API key, Prometheus metrics and a dashboard at `/` (docs/api.md, docs/operations.md).
+    /// Prints `listening on http://ADDR` once ready; stops on SIGINT or SIGTERM.
+    Serve {
+        /// The configuration file (TOML); without it: defaults and no API keys.
+        #[arg(long, value_name = "ballast.toml")]
+        config: Option<PathBuf>,
+        /// The data directory (journal and snapshots); overrides the configuration's
+        /// (default ./ballast-data).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// The address to listen on; overrides the configuration's (default 127.0.0.1:7878;
+        /// port 0 picks a free one).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print the SHA-256 of an API key read from standard input (one line), for the `sha256`
+    /// field of a `[[key]]` in ballast.toml; with --generate, make a fresh random key and print
+    /// both.
+    HashKey {
+        #[arg(long)]
+        generate: bool,
     },
     /// Make a governance key pair (ed25519, from the operating system's randomness): writes
     /// OUT.json (owner-readable only, never overwritten) and prints the public key.
@@ -137,6 +161,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Replay { file, state } => replay::run(&file, state.as_deref()),
         Cmd::Verify { data_dir } => verify::run(&data_dir),
+        Cmd::Serve { config, data_dir, listen } => serve::run(config.as_deref(), data_dir, listen),
+        Cmd::HashKey { generate } => serve::hash_key(generate),
         Cmd::Keygen { out } => keys::keygen(&out),
         Cmd::Sign { key, file, nonce, cancel, ts } => keys::sign(&key, &file, nonce, cancel, ts),
         Cmd::Stress { scenario, out, seed, path, sets } => lab::stress(&scenario, out, seed, path, &sets),

@@ -155,6 +155,21 @@ impl JournaledEngine {
     /// journaled or applied.
     pub fn submit_batch(&mut self, lines: &[&str]) -> Result<Submitted, JournalError> {
         let parsed: Vec<Result<TimedCommand, ParseError>> = lines.iter().map(|l| parse_line(l)).collect();
+        self.submit_decoded(lines, parsed)
+    }
+
+    /// [`JournaledEngine::submit_batch`] for lines the caller has already decoded:
+    /// `parsed[i]` must be `parse_line(lines[i])` (a replay decodes the journaled line again, so
+    /// anything else would make the recovered state differ). Saves decoding every line twice.
+    ///
+    /// # Panics
+    /// If the two slices differ in length.
+    pub fn submit_decoded(
+        &mut self,
+        lines: &[&str],
+        parsed: Vec<Result<TimedCommand, ParseError>>,
+    ) -> Result<Submitted, JournalError> {
+        assert_eq!(lines.len(), parsed.len(), "one decoded command per line");
         let valid: Vec<&str> = lines.iter().zip(&parsed).filter(|(_, p)| p.is_ok()).map(|(l, _)| *l).collect();
         let seqs = self.journal.append_batch(&valid)?;
         let mut seq = seqs.start;
