@@ -163,7 +163,7 @@ impl Engine {
         &self.governance
     }
     /// Accounts with their ids, in creation order.
-    pub fn accounts(&self) -> impl Iterator<Item = (&Id, &Account)> {
+    pub fn accounts(&self) -> impl ExactSizeIterator<Item = (&Id, &Account)> {
         self.account_ids.iter().zip(&self.accounts)
     }
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -264,7 +264,7 @@ impl Engine {
             .ok_or_else(|| Reject::UnknownAsset(id.to_string()))
     }
 
-    fn account_idx(&self, id: &str) -> Result<u32, Reject> {
+    pub(crate) fn account_idx(&self, id: &str) -> Result<u32, Reject> {
         self.account_index.get(id).copied().ok_or_else(|| Reject::UnknownAccount(id.to_string()))
     }
 

@@ -191,7 +191,7 @@ impl Engine {
         for (i, (id, account)) in self.accounts().enumerate() {
             accounts.insert(id.to_string(), self.account_view(i as u32, account)?);
         }
-        let markets = self.markets().iter().map(|m| (m.id.to_string(), self.market_view(m))).collect();
+        let markets = self.markets_state();
         let mut assets = BTreeMap::new();
         assets.insert(
             SETTLEMENT.to_string(),
@@ -217,20 +217,44 @@ impl Engine {
                 },
             );
         }
-        let insurance_funds = self.insurance_funds().iter().map(|f| (f.id.to_string(), f.balance)).collect();
+        let (insurance_funds, backstop) = self.insurance_state()?;
         Ok(StateView {
             seq: self.seq(),
             ts: self.now(),
             state_hash: self.state_hash(),
             accounts,
             insurance_funds,
-            backstop: self.backstop_view()?,
+            backstop,
             markets,
             assets,
             fee_pool: self.fee_pool(),
             totals: self.totals(),
             withdrawals: self.withdrawals_view()?,
         })
+    }
+
+    /// One account as [`Engine::view`] lists it, without building the rest of the state: a
+    /// service answers a read of one account in time independent of the number of accounts.
+    pub fn account_state(&self, id: &str) -> Result<Option<AccountView>, Reject> {
+        let Ok(i) = self.account_idx(id) else { return Ok(None) };
+        let (_, account) = self.accounts().nth(i as usize).expect("an indexed account exists");
+        self.account_view(i, account).map(Some)
+    }
+
+    /// One market as [`Engine::view`] lists it.
+    pub fn market_state(&self, id: &str) -> Option<MarketView> {
+        self.market(id).map(|m| self.market_view(m))
+    }
+
+    /// Every market as [`Engine::view`] lists them, by id.
+    pub fn markets_state(&self) -> BTreeMap<String, MarketView> {
+        self.markets().iter().map(|m| (m.id.to_string(), self.market_view(m))).collect()
+    }
+
+    /// The insurance fund balances and the backstop vault, as [`Engine::view`] lists them.
+    pub fn insurance_state(&self) -> Result<(BTreeMap<String, Quote>, Option<BackstopView>), Reject> {
+        let funds = self.insurance_funds().iter().map(|f| (f.id.to_string(), f.balance)).collect();
+        Ok((funds, self.backstop_view()?))
     }
 
     fn withdrawals_view(&self) -> Result<WithdrawalsView, Reject> {

@@ -1,6 +1,7 @@
 //! GET /v1/risk: the venue's totals, pools, open interest and the accounts closest to
-//! liquidation, from the engine's state view.
+//! liquidation.
 
+use ballast_engine::account::Bucket as EngineBucket;
 use ballast_engine::num::Quote;
 use ballast_engine::Engine;
 use serde_json::{json, Value};
@@ -21,28 +22,23 @@ impl Bucket {
     }
 }
 
-/// The summary, with the `closest` buckets nearest to liquidation (0: none).
+/// The summary, with the `closest` buckets nearest to liquidation (0: none). One pass over the
+/// accounts' health (no state view, no state hash), so its cost is that of a full scan.
 pub fn summary(engine: &Engine, seq: u64, closest: usize) -> Result<Value, String> {
-    let view = engine.view().map_err(|e| format!("cannot compute the state view: {e}"))?;
     let mut buckets = Vec::new();
-    for (id, a) in &view.accounts {
-        if a.maintenance_requirement > Quote::ZERO {
-            buckets.push(Bucket {
-                account: id.clone(),
-                isolated: None,
-                equity: a.equity,
-                maintenance: a.maintenance_requirement,
-                liquidatable: a.liquidatable,
-            });
-        }
-        for p in a.positions.iter().filter(|p| p.isolated && p.maintenance_requirement > Quote::ZERO) {
-            buckets.push(Bucket {
-                account: id.clone(),
-                isolated: Some(p.market.clone()),
-                equity: p.equity.unwrap_or(Quote::ZERO),
-                maintenance: p.maintenance_requirement,
-                liquidatable: p.liquidatable,
-            });
+    for (id, account) in engine.accounts() {
+        let isolated = account.isolated.iter().map(|(m, _)| (EngineBucket::Isolated(*m), Some(*m)));
+        for (bucket, market) in std::iter::once((EngineBucket::Cross, None)).chain(isolated) {
+            let h = engine.health(account, bucket).map_err(|e| format!("cannot compute the health of '{id}': {e}"))?;
+            if h.maintenance > Quote::ZERO {
+                buckets.push(Bucket {
+                    account: id.to_string(),
+                    isolated: market.map(|m| engine.markets()[m as usize].id.to_string()),
+                    equity: h.equity,
+                    maintenance: h.maintenance,
+                    liquidatable: h.is_liquidatable(),
+                });
+            }
         }
     }
     let liquidatable = buckets.iter().filter(|b| b.liquidatable).count();
@@ -61,9 +57,9 @@ pub fn summary(engine: &Engine, seq: u64, closest: usize) -> Result<Value, Strin
             })
         })
         .collect();
-    let markets: serde_json::Map<String, Value> = view
-        .markets
-        .iter()
+    let markets: serde_json::Map<String, Value> = engine
+        .markets_state()
+        .into_iter()
         .map(|(id, m)| {
             let v = json!({
                 "status": m.status,
@@ -72,26 +68,28 @@ pub fn summary(engine: &Engine, seq: u64, closest: usize) -> Result<Value, Strin
                 "open_interest": m.open_interest,
                 "trips": m.trips.len(),
             });
-            (id.clone(), v)
+            (id, v)
         })
         .collect();
+    let (insurance_funds, backstop) = engine.insurance_state().map_err(|e| e.to_string())?;
+    let w = engine.withdrawals();
+    let gate = w.gate_at(engine.now());
     Ok(json!({
         "seq": seq,
-        "ts": view.ts,
-        "state_hash": view.state_hash,
-        "accounts": view.accounts.len(),
+        "ts": engine.now(),
+        "accounts": engine.accounts().len(),
         "buckets_with_positions": buckets.len(),
         "liquidatable": liquidatable,
-        "totals": view.totals,
-        "fee_pool": view.fee_pool,
-        "insurance_funds": view.insurance_funds,
-        "backstop": view.backstop,
+        "totals": engine.totals(),
+        "fee_pool": engine.fee_pool(),
+        "insurance_funds": insurance_funds,
+        "backstop": backstop,
         "markets": markets,
         "withdrawals": {
-            "reserved": view.withdrawals.reserved,
-            "pending": view.withdrawals.pending.len(),
-            "gated_until": view.withdrawals.gated_until,
-            "gate_reason": view.withdrawals.gate_reason,
+            "reserved": w.reserved().map_err(|e| e.to_string())?,
+            "pending": w.pending.len(),
+            "gated_until": gate.map(|g| g.until),
+            "gate_reason": gate.map(|g| g.reason.clone()),
         },
         "closest_to_liquidation": closest,
     }))

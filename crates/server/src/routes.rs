@@ -234,11 +234,7 @@ async fn account(
     }
     let id2 = id.clone();
     let found = read(&state, move |engine, seq| -> Result<Option<Value>, String> {
-        if engine.account(&id2).is_none() {
-            return Ok(None);
-        }
-        let mut view = engine.view().map_err(|e| e.to_string())?;
-        let account = view.accounts.remove(&id2);
+        let account = engine.account_state(&id2).map_err(|e| e.to_string())?;
         Ok(account.map(|a| json!({ "seq": seq, "ts": engine.now(), "account": id2, "view": a })))
     })
     .await?
@@ -249,9 +245,12 @@ async fn account(
     }
 }
 
-/// A part of the state view, computed on the engine thread.
-async fn view_part(state: &AppState, part: fn(ballast_engine::StateView) -> Value) -> Result<Response, ApiError> {
-    let v = read(state, move |engine, seq| engine.view().map(|v| (seq, part(v))).map_err(|e| e.to_string()))
+/// A part of the state, computed on the engine thread; `seq` is added to the object.
+async fn view_part(
+    state: &AppState,
+    part: fn(&ballast_engine::Engine) -> Result<Value, ballast_engine::Reject>,
+) -> Result<Response, ApiError> {
+    let v = read(state, move |engine, seq| part(engine).map(|v| (seq, v)).map_err(|e| e.to_string()))
         .await?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "view_failed", e))?;
     let (seq, mut body) = v;
@@ -263,7 +262,7 @@ async fn view_part(state: &AppState, part: fn(ballast_engine::StateView) -> Valu
 
 async fn markets(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authenticate(&state, &headers, None)?;
-    view_part(&state, |v| json!({ "ts": v.ts, "markets": v.markets })).await
+    view_part(&state, |e| Ok(json!({ "ts": e.now(), "markets": e.markets_state() }))).await
 }
 
 async fn market(
@@ -274,11 +273,7 @@ async fn market(
     authenticate(&state, &headers, None)?;
     let id2 = id.clone();
     let found = read(&state, move |engine, seq| -> Result<Option<Value>, String> {
-        if engine.market(&id2).is_none() {
-            return Ok(None);
-        }
-        let mut view = engine.view().map_err(|e| e.to_string())?;
-        Ok(view.markets.remove(&id2).map(|m| json!({ "seq": seq, "ts": view.ts, "market": id2, "view": m })))
+        Ok(engine.market_state(&id2).map(|m| json!({ "seq": seq, "ts": engine.now(), "market": id2, "view": m })))
     })
     .await?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "view_failed", e))?;
@@ -287,7 +282,11 @@ async fn market(
 
 async fn insurance(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authenticate(&state, &headers, None)?;
-    view_part(&state, |v| json!({ "ts": v.ts, "insurance_funds": v.insurance_funds, "backstop": v.backstop })).await
+    view_part(&state, |e| {
+        let (insurance_funds, backstop) = e.insurance_state()?;
+        Ok(json!({ "ts": e.now(), "insurance_funds": insurance_funds, "backstop": backstop }))
+    })
+    .await
 }
 
 async fn risk(
@@ -320,7 +319,7 @@ async fn governance(State(state): State<AppState>, headers: HeaderMap) -> Result
 async fn full_state(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, None)?;
     require_reads_all(&who, "the whole state")?;
-    view_part(&state, |v| serde_json::to_value(v).unwrap_or(Value::Null)).await
+    view_part(&state, |e| Ok(serde_json::to_value(e.view()?).unwrap_or(Value::Null))).await
 }
 
 async fn state_hash(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

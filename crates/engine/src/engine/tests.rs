@@ -484,3 +484,26 @@ fn duplicate_and_invalid_listings_are_rejected() {
     let weights = r#"{"ts":0,"cmd":"create_asset","asset":"ETH","initial_weight":"0.95","maintenance_weight":"0.9"}"#;
     assert!(s.rejects(weights).to_string().contains("initial_weight"));
 }
+
+/// The per-item views a service reads are exactly the entries of the whole state view.
+#[test]
+fn single_account_and_market_views_match_the_state_view() {
+    let mut s = Story::with_market(BTC, "0.1", "0.05", "10000");
+    s.deposit(0, "alice", "10000");
+    s.deposit_isolated(0, "alice", "1000", BTC);
+    s.deposit(0, "mm", "1000000");
+    s.fill(1, BTC, "alice", "mm", "1", "10000");
+    s.price(2, BTC, "9000");
+    let view = s.view();
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap()
+    }
+    for id in ["alice", "mm"] {
+        assert_eq!(json(&s.engine.account_state(id).unwrap()), json(&view.accounts.get(id)), "{id}");
+    }
+    assert!(s.engine.account_state("nobody").unwrap().is_none());
+    assert_eq!(json(&s.engine.market_state(BTC)), json(&view.markets.get(BTC)));
+    assert!(s.engine.market_state("ETH-PERP").is_none());
+    assert_eq!(json(&s.engine.markets_state()), json(&view.markets));
+    assert_eq!(json(&s.engine.insurance_state().unwrap()), json(&(view.insurance_funds, view.backstop)));
+}
