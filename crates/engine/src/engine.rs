@@ -75,6 +75,11 @@ pub struct Engine {
     stepped_marks: Vec<Option<Price>>,
     #[serde(skip)]
     stepped_assets: Vec<Option<Price>>,
+    /// No liquidation has a deadline (`Liquidation::deadline`) before this: a command that
+    /// moves neither prices nor time looks for due liquidations only once it is reached,
+    /// instead of walking them all (0 after loading: the first command walks and resets it).
+    #[serde(skip)]
+    deadline_floor: u64,
 }
 
 impl Default for Engine {
@@ -99,6 +104,7 @@ impl Default for Engine {
             touched: Vec::new(),
             stepped_marks: Vec::new(),
             stepped_assets: Vec::new(),
+            deadline_floor: 0,
         }
     }
 }
@@ -725,7 +731,7 @@ impl Engine {
                 });
             }
         }
-        events.push(Event::Filled {
+        events.push(Event::Filled(Box::new(crate::event::Filled {
             market: market_id,
             buyer: self.account_ids[t.buy.account as usize].clone(),
             seller: self.account_ids[t.sell.account as usize].clone(),
@@ -739,7 +745,7 @@ impl Engine {
             seller_position: t.sell.patch.position.size,
             buyer_realized_pnl: t.buy.realized,
             seller_realized_pnl: t.sell.realized,
-        });
+        })));
         for leg in [&t.buy, &t.sell] {
             let account = &mut self.accounts[leg.account as usize];
             account.set_cash(leg.bucket, leg.cash_after);

@@ -22,7 +22,7 @@
 //! ] {
 //!     engine.apply(&parse_line(line).unwrap(), &mut events).unwrap();
 //! }
-//! assert!(matches!(events.last(), Some(Event::Filled { .. })));
+//! assert!(matches!(events.last(), Some(Event::Filled(_))));
 //!
 //! // 1 BTC more would need 5,500 of initial margin against 1,000 of equity: refused, and
 //! // nothing changes.

@@ -257,6 +257,7 @@ fn check_state(e: &Engine, ctx: &dyn fmt::Display) {
     // waterfall's channels add up to the bad debt.
     let liquidating: Vec<u64> = e.liquidations().map(|(k, _)| k).collect();
     assert!(e.detection_index_is_consistent(), "the detection index holds stale or missing entries after {ctx}");
+    assert!(e.deadline_floor_holds(), "a liquidation's deadline is below the floor after {ctx}");
     for k in e.scan_liquidatable() {
         assert!(liquidating.binary_search(&k).is_ok(), "bucket {k:#x} below maintenance but not detected after {ctx}");
     }

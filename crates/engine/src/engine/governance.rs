@@ -55,7 +55,7 @@ impl Engine {
             approvals: Vec::new(),
             queued_ts: None,
         });
-        events.push(Event::ProposalCreated { nonce: p.nonce, kind, change: p.change.clone() });
+        events.push(Event::ProposalCreated { nonce: p.nonce, kind, change: Box::new(p.change.clone()) });
         Ok(())
     }
 
@@ -146,7 +146,7 @@ impl Engine {
         }
         self.apply_change(&g.change, ts, "guardian", events)?;
         self.governance.last_nonce = g.nonce;
-        events.push(Event::GuardianActed { nonce: g.nonce, change: g.change.clone() });
+        events.push(Event::GuardianActed { nonce: g.nonce, change: Box::new(g.change.clone()) });
         Ok(())
     }
 
@@ -212,6 +212,8 @@ impl Engine {
 
     /// Apply a change; every check runs before the first write, so an `Err` changes nothing.
     fn apply_change(&mut self, change: &Change, ts: u64, by: &str, events: &mut Vec<Event>) -> Result<(), Reject> {
+        // Liquidation deadlines depend on market parameters and on the backstop.
+        self.deadline_floor = 0;
         match change {
             Change::SetMarketParams { market, params } => {
                 let m = self.market_idx(market)? as usize;

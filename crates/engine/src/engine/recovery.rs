@@ -190,6 +190,8 @@ impl Engine {
             return Err(Reject::NotPositive { field: "loss_cap", value: loss_cap.to_string() });
         }
         let i = self.account_idx(id)?;
+        // Deadlines depend on whether there is a vault.
+        self.deadline_floor = 0;
         if self.liquidations.keys().any(|&k| unkey(k).0 == i) {
             return Err(Reject::Conflict(format!("account '{id}' is being liquidated; it cannot be the backstop")));
         }
@@ -484,12 +486,15 @@ impl Engine {
         self.step_prices(&mut keys);
         let backstop = self.backstop.is_some();
         let now = self.now;
-        keys.extend(
-            self.liquidations
-                .iter()
-                .filter(|(_, l)| moves_prices_or_time || l.deadline(&self.markets, backstop) <= now)
-                .map(|(&k, _)| k),
-        );
+        let walk = moves_prices_or_time || self.deadline_floor <= now;
+        if walk {
+            keys.extend(
+                self.liquidations
+                    .iter()
+                    .filter(|(_, l)| moves_prices_or_time || l.deadline(&self.markets, backstop) <= now)
+                    .map(|(&k, _)| k),
+            );
+        }
         // Each bucket takes at most one step per command; buckets the steps touch (winners of
         // deleveraging, payers of a socialized loss, the vault) are re-filed or start their own.
         let mut stepped: Vec<Key> = Vec::new();
@@ -533,6 +538,14 @@ impl Engine {
             stepped.sort_unstable();
             keys = std::mem::take(&mut self.touched);
         }
+        // Keep the floor: exact after a walk; otherwise lowered by every liquidation this
+        // command changed (each one it touched took a step, a new one starts due at once).
+        let deadline = |l: &Liquidation| l.deadline(&self.markets, backstop);
+        self.deadline_floor = if walk {
+            self.liquidations.values().map(deadline).min().unwrap_or(u64::MAX)
+        } else {
+            stepped.iter().filter_map(|k| self.liquidations.get(k)).map(deadline).fold(self.deadline_floor, u64::min)
+        };
     }
 
     /// Add the buckets with index entries crossed by every mark and asset price that moved.
@@ -693,6 +706,13 @@ impl Engine {
         self.index.len()
     }
 
+    /// A self-check for tests: no liquidation has a deadline before the floor that lets
+    /// commands skip looking for due liquidations.
+    pub fn deadline_floor_holds(&self) -> bool {
+        let backstop = self.backstop.is_some();
+        self.liquidations.values().all(|l| l.deadline(&self.markets, backstop) >= self.deadline_floor)
+    }
+
     /// A self-check for tests: the detection index holds exactly what the buckets filed.
     pub fn detection_index_is_consistent(&self) -> bool {
         self.index.is_consistent()
@@ -711,6 +731,7 @@ impl Engine {
             return;
         }
         self.liquidations.insert(k, Liquidation { since: ts, progress: ts, markets: SmallVec::new() });
+        self.deadline_floor = self.deadline_floor.min(ts);
         self.index.remove(k);
         let (account, isolated) = self.bucket_ids(k);
         events.push(Event::LiquidationStarted { account, isolated, equity: h.equity, maintenance: h.maintenance });

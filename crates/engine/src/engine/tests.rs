@@ -220,16 +220,16 @@ fn fees_and_rounding_go_to_the_fee_pool() {
     s.deposit(0, "alice", "1000");
     s.deposit(0, "bob", "1000");
     let events = s.ok(r#"{"ts":1,"cmd":"fill","market":"BTC-PERP","buyer":"alice","seller":"bob","size":"2","price":"100","taker":"buyer"}"#);
-    let Event::Filled { buyer_fee, seller_fee, .. } = &events[0] else { panic!("{events:?}") };
-    assert_eq!((*buyer_fee, *seller_fee), (q("0.2"), q("0.04")));
+    let Event::Filled(f) = &events[0] else { panic!("{events:?}") };
+    assert_eq!((f.buyer_fee, f.seller_fee), (q("0.2"), q("0.04")));
     assert_eq!(s.engine.fee_pool(), q("0.24"));
     // 0.00000003 × 12345.67891234 = 0.0003703703673702: the buyer pays 0.000371, the seller
     // gets 0.00037 and the micro-unit in between goes to the pool.
     let events = s.fill(2, BTC, "alice", "bob", "0.00000003", "12345.67891234");
-    let Event::Filled { notional, rounding, buyer_fee, seller_fee, .. } = &events[0] else { panic!("{events:?}") };
-    assert_eq!((*notional, *rounding), (q("0.000371"), q("0.000001")));
+    let Event::Filled(f) = &events[0] else { panic!("{events:?}") };
+    assert_eq!((f.notional, f.rounding), (q("0.000371"), q("0.000001")));
     // Fees on a sub-cent notional still round up to a micro-unit.
-    assert_eq!((*buyer_fee, *seller_fee), (q("0.000001"), q("0.000001")));
+    assert_eq!((f.buyer_fee, f.seller_fee), (q("0.000001"), q("0.000001")));
     assert_eq!(s.engine.fee_pool(), q("0.240003"));
 }
 

@@ -397,3 +397,24 @@ fn a_crash_is_processed_most_underwater_first_then_by_id() {
         "most underwater first, exact ties by id"
     );
 }
+
+/// A liquidation that falls due through time alone is stepped by the first command after its
+/// deadline, whatever that command is: here the pacing window reopens before the order's long
+/// TTL, and an unrelated deposit issues the next order.
+#[test]
+fn a_reopened_pacing_window_is_acted_on_by_any_later_command() {
+    let mut s = market(
+        r#","liquidation":{"partial_threshold":"0","max_fraction_per_window":"0.1","window_ms":1000,"order_ttl_ms":60000}"#,
+    );
+    s.deposit_isolated(0, "alice", "6000", BTC);
+    s.fill(1, BTC, "alice", "mm", "1", "50000");
+    let (_, _, size, limit) = orders(&oracle(&mut s, 2, "46000"))[0];
+    assert_eq!(size, sz("0.1"), "paced to a tenth of the position per window");
+    // Filled at once: the window's allowance is used up, so no new order until it reopens.
+    let events = s.ok(&liquidation_fill(3, "mm", "alice", size, limit));
+    assert!(orders(&events).is_empty());
+    assert!(orders(&s.ok(r#"{"ts":500,"cmd":"deposit","account":"carol","asset":"USDC","amount":"1"}"#)).is_empty());
+    // At 1,002 the window reopens, long before the first order's TTL would have run out.
+    let events = s.ok(r#"{"ts":1500,"cmd":"deposit","account":"carol","asset":"USDC","amount":"1"}"#);
+    assert_eq!(orders(&events).len(), 1, "the next paced order: {events:?}");
+}
