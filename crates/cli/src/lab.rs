@@ -33,7 +33,14 @@ pub fn stress(
     let loaded = scenario::load(file, sets)?;
     let seed = seed.unwrap_or(loaded.scenario.seed);
     let dir = out_dir(out, "stress", &loaded.scenario.name);
-    eprintln!("setting up {} ({} accounts) ...", loaded.scenario.name, loaded.scenario.population.accounts);
+    let pop = &loaded.scenario.population;
+    match &pop.file {
+        Some(f) if pop.accounts > 0 => {
+            eprintln!("setting up {} (positions from {f} and {} accounts) ...", loaded.scenario.name, pop.accounts)
+        }
+        Some(f) => eprintln!("setting up {} (positions from {f}) ...", loaded.scenario.name),
+        None => eprintln!("setting up {} ({} accounts) ...", loaded.scenario.name, pop.accounts),
+    }
     let t0 = std::time::Instant::now();
     let setup = sim::setup(loaded, seed)?;
     let t_setup = t0.elapsed();

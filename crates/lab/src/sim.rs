@@ -319,6 +319,9 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     let first_slot = account_count(&engine);
     for i in 0..book.len() {
         let market = &s.markets[book.market[i] as usize].id;
+        // The setup's events are not used: dropped as they come (a book of 10^6 accounts
+        // would otherwise keep millions of them).
+        events.clear();
         if open_account(&mut engine, ts, &book, i, market, &mut events, &mut capped)?.is_none() {
             return Err(LabError::Setup(format!(
                 "account '{}' could not open its position ({} {} @ {}) even with 50% more margin",
