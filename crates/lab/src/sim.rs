@@ -1237,6 +1237,66 @@ capital = 1000000
         assert!(d.unwrap().markers.iter().any(|m| m.kind == "liquidation"));
     }
 
+    /// events.jsonl lines are the envelope flattened with the event, as serde's `flatten` writes them.
+    #[test]
+    fn event_lines_are_the_flattened_envelope() {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            ts: u64,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        let events = [
+            Event::LiquidationOrder {
+                order: 7,
+                account: "a1".into(),
+                market: "BTC-PERP".into(),
+                side: ballast_engine::event::OrderSide::Sell,
+                size: Size::parse("0.5").unwrap(),
+                limit: Price::parse("49000.5").unwrap(),
+                expires: 61000,
+            },
+            Event::Deleveraged {
+                market: "BTC-PERP".into(),
+                account: "a\"1".into(),
+                counterparty: "w".into(),
+                size: Size::parse("2").unwrap(),
+                price: Price::parse("100").unwrap(),
+            },
+        ];
+        for ev in &events {
+            let mut ours = Vec::new();
+            write_event_line(&mut ours, &mut Vec::new(), 12, 3456, ev);
+            let mut theirs = serde_json::to_vec(&Line { seq: 12, ts: 3456, event: ev }).unwrap();
+            theirs.push(b'\n');
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(theirs).unwrap());
+        }
+    }
+
+    /// A book account read by its slot is the one read by its id.
+    #[test]
+    fn book_accounts_are_found_by_slot() {
+        let l = crate::scenario::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/synthetic-mc.toml"),
+            &["population.accounts=50".into()],
+        )
+        .unwrap();
+        let setup = super::setup(l, 3).unwrap();
+        assert_eq!(setup.slots.len(), 50);
+        for (i, id) in setup.book.ids.iter().enumerate() {
+            assert_ne!(setup.slots[i], NO_SLOT);
+            let by_slot = account_at(&setup.engine, setup.slots[i], id).unwrap();
+            assert!(std::ptr::eq(by_slot, setup.engine.account(id).unwrap()), "{id}");
+        }
+        // A book whose ids are not in creation order is read by id.
+        let mut shuffled = setup.book.clone();
+        shuffled.ids.swap(0, 1);
+        let first = setup.slots[0] as usize;
+        assert_eq!(locate(&setup.engine, &setup.book, first), setup.slots);
+        assert!(locate(&setup.engine, &shuffled, first).iter().all(|&s| s == NO_SLOT));
+    }
+
     #[test]
     fn seeds_differ_per_path() {
         assert_ne!(path_seed(1, 0), path_seed(1, 1));
