@@ -22,23 +22,58 @@ fn out_dir(out: Option<PathBuf>, kind: &str, name: &str) -> PathBuf {
     out.unwrap_or_else(|| PathBuf::from("out").join(format!("{kind}-{name}")))
 }
 
-pub fn stress(file: &Path, out: Option<PathBuf>, seed: Option<u64>, path: u64, sets: &[String]) -> Result<()> {
+pub fn stress(
+    file: &Path,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+    path: u64,
+    sets: &[String],
+    summary_only: bool,
+) -> Result<()> {
     let loaded = scenario::load(file, sets)?;
     let seed = seed.unwrap_or(loaded.scenario.seed);
     let dir = out_dir(out, "stress", &loaded.scenario.name);
-    eprintln!("setting up {} ({} accounts) ...", loaded.scenario.name, loaded.scenario.population.accounts);
+    let pop = &loaded.scenario.population;
+    match &pop.file {
+        Some(f) if pop.accounts > 0 => {
+            eprintln!("setting up {} (positions from {f} and {} accounts) ...", loaded.scenario.name, pop.accounts)
+        }
+        Some(f) => eprintln!("setting up {} (positions from {f}) ...", loaded.scenario.name),
+        None => eprintln!("setting up {} ({} accounts) ...", loaded.scenario.name, pop.accounts),
+    }
+    let t0 = std::time::Instant::now();
     let setup = sim::setup(loaded, seed)?;
+    let t_setup = t0.elapsed();
     let pb = bar(setup.prep.steps() as u64, "steps");
     let progress = |done: usize, _total: usize| pb.set_position(done as u64);
-    let (result, detail) = setup.run_path(path, true, Some(&progress));
+    let t1 = std::time::Instant::now();
+    let (result, detail) = setup.run_path(path, !summary_only, Some(&progress));
+    let t_run = t1.elapsed();
     pb.finish_and_clear();
-    let detail = detail.context("the run kept no detail")?;
-    report::write_stress(&dir, &setup, &result, &detail)?;
+    let t2 = std::time::Instant::now();
+    if summary_only {
+        report::write_summary(&dir, &setup, &result)?;
+    } else {
+        let detail = detail.context("the run kept no detail")?;
+        report::write_stress(&dir, &setup, &result, &detail)?;
+    }
+    let t_out = t2.elapsed();
     println!("{}", report::terminal_table(&setup, &result));
+    println!(
+        "  time                 setup {:.2} s · run {:.2} s ({} steps) · outputs {:.2} s",
+        t_setup.as_secs_f64(),
+        t_run.as_secs_f64(),
+        setup.prep.steps(),
+        t_out.as_secs_f64()
+    );
     for n in &setup.notes {
         println!("  note: {n}");
     }
-    println!("  outputs in {}/ (summary.json, events.jsonl, timeseries.csv, charts/, report.html)", dir.display());
+    if summary_only {
+        println!("  output in {}/summary.json", dir.display());
+    } else {
+        println!("  outputs in {}/ (summary.json, events.jsonl, timeseries.csv, charts/, report.html)", dir.display());
+    }
     if result.conservation_error != "0" {
         bail!("conservation error {} (must be 0)", result.conservation_error);
     }

@@ -106,6 +106,10 @@ enum Cmd {
         /// Override a scenario value: PATH=VALUE (e.g. population.accounts=100000).
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
+        /// Write summary.json only: no events.jsonl, time series, charts or report, and no
+        /// periodic full scans of the book (batch runs and benchmarks).
+        #[arg(long)]
+        summary_only: bool,
     },
     /// Monte Carlo: N paths in parallel; VaR/ES of bad debt and insurance drawdown,
     /// liquidations-at-risk, bootstrap intervals, histograms.
@@ -165,7 +169,9 @@ fn main() -> ExitCode {
         Cmd::HashKey { generate } => serve::hash_key(generate),
         Cmd::Keygen { out } => keys::keygen(&out),
         Cmd::Sign { key, file, nonce, cancel, ts } => keys::sign(&key, &file, nonce, cancel, ts),
-        Cmd::Stress { scenario, out, seed, path, sets } => lab::stress(&scenario, out, seed, path, &sets),
+        Cmd::Stress { scenario, out, seed, path, sets, summary_only } => {
+            lab::stress(&scenario, out, seed, path, &sets, summary_only)
+        }
         Cmd::Mc { scenario, paths, out, seed, threads, sets } => lab::mc(&scenario, paths, out, seed, threads, &sets),
         Cmd::Sweep { scenario, grid, paths, out, seed, sets } => lab::sweep(&scenario, &grid, paths, out, seed, &sets),
         Cmd::Compare { scenario, variants, out, seed, sets } => lab::compare(&scenario, &variants, out, seed, &sets),

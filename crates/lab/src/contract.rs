@@ -72,8 +72,10 @@ pub enum LabEvent {
     },
 }
 
+/// A USDC amount as `f64`: the nearest, as parsing its decimal text gives (both exact roundings of
+/// raw / 10^6 while the raw value is below 2^53, i.e. under 9·10^9 USDC).
 fn f(q: Quote) -> f64 {
-    q.to_string().parse().unwrap_or(0.0)
+    q.raw() as f64 / 10f64.powi(Quote::DECIMALS as i32)
 }
 
 /// Classify an engine event.

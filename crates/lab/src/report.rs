@@ -6,6 +6,7 @@ use crate::contract::BREAKER_STATES;
 use crate::error::LabError;
 use crate::sim::{Detail, PathResult, Setup};
 use crate::time::format_utc;
+use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -344,20 +345,29 @@ pub fn kv_table(v: &Value) -> String {
 pub fn write_charts(dir: &Path, list: &[(String, Chart)]) -> Result<Vec<(String, String)>, LabError> {
     let cdir = dir.join("charts");
     std::fs::create_dir_all(&cdir).map_err(|e| LabError::io(&cdir, e))?;
-    let mut out = Vec::new();
-    for (name, c) in list {
-        let svg = charts::svg(c)?;
-        write(&cdir.join(format!("{name}.svg")), svg.as_bytes())?;
-        charts::png(c, &cdir.join(format!("{name}.png")))?;
-        out.push((name.clone(), svg));
-    }
-    Ok(out)
+    // Charts are independent: drawn in parallel, returned in list order.
+    list.par_iter()
+        .map(|(name, c)| {
+            let svg = charts::svg(c)?;
+            write(&cdir.join(format!("{name}.svg")), svg.as_bytes())?;
+            charts::png(c, &cdir.join(format!("{name}.png")))?;
+            Ok((name.clone(), svg))
+        })
+        .collect()
 }
 
 pub fn inline_svg(svg: &str) -> String {
     // Drop the XML prolog if any; the <svg> element goes straight into the page.
     let start = svg.find("<svg").unwrap_or(0);
     format!("<div class=\"chart\">{}</div>\n", &svg[start..])
+}
+
+/// summary.json alone in `dir` (`ballast stress --summary-only`).
+pub fn write_summary(dir: &Path, setup: &Setup, r: &PathResult) -> Result<Value, LabError> {
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+    let summary = summary_json(setup, r, 1);
+    write(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes())?;
+    Ok(summary)
 }
 
 /// All outputs of `ballast stress` in `dir`.

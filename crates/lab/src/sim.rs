@@ -8,15 +8,18 @@ use crate::contract::{self, LabEvent, LiqOrder};
 use crate::error::LabError;
 use crate::paths::{self, Prepared};
 use crate::scenario::Loaded;
-use ballast_engine::account::Bucket;
+use ballast_engine::account::{Account, Bucket};
 use ballast_engine::command::{Deposit, Funding, OraclePrice, Side};
 use ballast_engine::num::{Price, Quote, Ratio, Size};
 use ballast_engine::{Command, Engine, Event, TimedCommand};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson, StandardNormal};
+use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::mpsc;
 
 pub const MM: &str = "venue.mm";
 
@@ -198,6 +201,43 @@ pub struct Setup {
     liquidator_ids: Vec<String>,
     max_leverage: Vec<f64>,
     market_cdf: Vec<f64>,
+    /// Where the engine keeps each book account: its index in `Engine::accounts()` (creation
+    /// order), so that the simulation reads an account without a lookup by id.
+    slots: Vec<u32>,
+}
+
+/// No engine slot: the account is read by id.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The account at `slot` of `Engine::accounts()` (creation order; constant time: the engine
+/// keeps its accounts in a vector and never removes one), or by id when the slot is unknown.
+fn account_at<'e>(engine: &'e Engine, slot: u32, id: &str) -> Option<&'e Account> {
+    if slot == NO_SLOT {
+        return engine.account(id);
+    }
+    engine.accounts().nth(slot as usize).map(|(_, a)| a)
+}
+
+/// The slots of `book`'s accounts: they were created in book order from `from` on (checked
+/// id by id); an account that is not where expected is read by id.
+fn locate(engine: &Engine, book: &Book, from: usize) -> Vec<u32> {
+    let mut slots = Vec::with_capacity(book.len());
+    let mut it = engine.accounts().skip(from).enumerate();
+    for id in &book.ids {
+        match it.next() {
+            Some((k, (eid, _))) if eid.as_str() == id.as_str() => slots.push((from + k) as u32),
+            _ => {
+                // Not in creation order (a repeated id in a positions file): fall back to ids.
+                return vec![NO_SLOT; book.len()];
+            }
+        }
+    }
+    slots
+}
+
+/// Number of accounts in the engine (constant time).
+fn account_count(engine: &Engine) -> usize {
+    engine.accounts().size_hint().0
 }
 
 fn apply(engine: &mut Engine, cmd: &TimedCommand, events: &mut Vec<Event>) -> Result<(), LabError> {
@@ -276,8 +316,12 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
         }
     }
     let mut capped = 0usize;
+    let first_slot = account_count(&engine);
     for i in 0..book.len() {
         let market = &s.markets[book.market[i] as usize].id;
+        // The setup's events are not used: dropped as they come (a book of 10^6 accounts
+        // would otherwise keep millions of them).
+        events.clear();
         if open_account(&mut engine, ts, &book, i, market, &mut events, &mut capped)?.is_none() {
             return Err(LabError::Setup(format!(
                 "account '{}' could not open its position ({} {} @ {}) even with 50% more margin",
@@ -293,7 +337,8 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
             "{capped} accounts needed more margin than their drawn leverage to pass the initial check (notional tiers)"
         ));
     }
-    let book_equity_start = book_equity(&engine, &book).0;
+    let slots = locate(&engine, &book, first_slot);
+    let book_equity_start = book_equity(&engine, &book, &slots).0;
     let max_leverage = book::max_leverage(&loaded);
     let market_cdf = book::market_cdf(&loaded);
     Ok(Setup {
@@ -310,6 +355,7 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
         liquidator_ids,
         max_leverage,
         market_cdf,
+        slots,
     })
 }
 
@@ -353,25 +399,35 @@ fn open_account(
     Ok(None)
 }
 
-/// Σ equity of the population's buckets, the number below zero and their deficit.
-fn book_equity(engine: &Engine, book: &Book) -> (f64, u64, f64, u64) {
-    let (mut total, mut under, mut deficit, mut liq) = (0.0, 0u64, 0.0, 0u64);
-    for i in 0..book.len() {
-        let Some(acc) = engine.account(&book.ids[i]) else { continue };
+/// Σ equity of the population's buckets, the number below zero and their deficit, and the
+/// number below maintenance. Accounts are read by slot, in chunks of a fixed size that run in
+/// parallel and are summed in order: the result does not depend on the number of threads.
+fn book_equity(engine: &Engine, book: &Book, slots: &[u32]) -> (f64, u64, f64, u64) {
+    const CHUNK: usize = 4096;
+    let one = |i: usize| -> Option<(f64, bool)> {
+        let acc = account_at(engine, slots.get(i).copied().unwrap_or(NO_SLOT), &book.ids[i])?;
         let bucket = if book.isolated[i] { Bucket::Isolated(book.market[i]) } else { Bucket::Cross };
-        if let Ok(h) = engine.health(acc, bucket) {
-            let e = f_quote(h.equity);
-            total += e;
-            if e < 0.0 {
-                under += 1;
-                deficit -= e;
-            }
-            if h.is_liquidatable() {
-                liq += 1;
+        let h = engine.health(acc, bucket).ok()?;
+        Some((f_quote(h.equity), h.is_liquidatable()))
+    };
+    let chunk = |c: usize| {
+        let (mut total, mut under, mut deficit, mut liq) = (0.0, 0u64, 0.0, 0u64);
+        for i in c * CHUNK..((c + 1) * CHUNK).min(book.len()) {
+            if let Some((e, l)) = one(i) {
+                total += e;
+                if e < 0.0 {
+                    under += 1;
+                    deficit -= e;
+                }
+                liq += u64::from(l);
             }
         }
-    }
-    (total, under, deficit, liq)
+        (total, under, deficit, liq)
+    };
+    let n = book.len().div_ceil(CHUNK);
+    let parts: Vec<(f64, u64, f64, u64)> =
+        if n > 1 { (0..n).into_par_iter().map(chunk).collect() } else { (0..n).map(chunk).collect() };
+    parts.into_iter().fold((0.0, 0, 0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3))
 }
 
 struct Run<'a> {
@@ -379,7 +435,9 @@ struct Run<'a> {
     engine: Engine,
     rng: ChaCha8Rng,
     events: Vec<Event>,
-    pending: Vec<Pending>,
+    /// Open liquidation orders by order id: the engine numbers them in the order it issues
+    /// them, so iteration is oldest first.
+    pending: BTreeMap<u64, Pending>,
     impact: Vec<f64>,
     /// The path's price this step, and the book's (path × (1 + impact)).
     fund_px: Vec<f64>,
@@ -393,12 +451,55 @@ struct Run<'a> {
     cum_liq_notional: f64,
     cum_adl_notional: f64,
     extra: Book,
+    extra_slots: Vec<u32>,
+    /// events.jsonl of a recorded run: the events of the current step, handed to a writer
+    /// thread at the end of each step (serializing them is a tenth of a recorded run).
+    event_batch: EventBatch,
+    event_writer: Option<EventWriter>,
     added_margin: f64,
     next_liquidator: usize,
     ts: u64,
     /// Reused commands for liquidation fills and unwinds (no allocation per fill).
     liq_fill: TimedCommand,
     unwind_fill: TimedCommand,
+}
+
+/// One events.jsonl line per event: `{"seq":N,"ts":T,` then the engine's own event JSON
+/// without its opening brace (the same text as serializing them flattened into one object).
+pub fn write_event_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, seq: u64, ts: u64, ev: &Event) {
+    scratch.clear();
+    if serde_json::to_writer(&mut *scratch, ev).is_err() || scratch.first() != Some(&b'{') {
+        return;
+    }
+    let _ = write!(out, "{{\"seq\":{seq},\"ts\":{ts},");
+    if scratch.len() == 2 {
+        // `{}`: no fields.
+        out.pop();
+        out.extend_from_slice(b"}");
+    } else {
+        out.extend_from_slice(&scratch[1..]);
+    }
+    out.push(b'\n');
+}
+
+/// Events as (seq, ts, event), one batch per step.
+type EventBatch = Vec<(u64, u64, Event)>;
+/// The channel to the events.jsonl writer thread, and the thread (it returns the text).
+type EventWriter = (mpsc::Sender<EventBatch>, std::thread::JoinHandle<Vec<u8>>);
+
+fn spawn_event_writer() -> EventWriter {
+    let (tx, rx) = mpsc::channel::<EventBatch>();
+    let handle = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut scratch = Vec::with_capacity(512);
+        for batch in rx {
+            for (seq, ts, ev) in &batch {
+                write_event_line(&mut out, &mut scratch, *seq, *ts, ev);
+            }
+        }
+        out
+    });
+    (tx, handle)
 }
 
 impl Setup {
@@ -436,7 +537,7 @@ impl Setup {
             engine: self.engine.clone(),
             rng,
             events: Vec::with_capacity(256),
-            pending: Vec::with_capacity(64),
+            pending: BTreeMap::new(),
             impact: vec![0.0; n_m],
             fund_px: vec![0.0; n_m],
             book_px: vec![0.0; n_m],
@@ -455,6 +556,9 @@ impl Setup {
             cum_liq_notional: 0.0,
             cum_adl_notional: 0.0,
             extra: Book::default(),
+            extra_slots: Vec::new(),
+            event_batch: Vec::new(),
+            event_writer: record.then(spawn_event_writer),
             added_margin: 0.0,
             next_liquidator: 0,
             ts: self.loaded.start_ms,
@@ -580,7 +684,7 @@ impl Run<'_> {
             // the next one (orders live only `order_ttl_ms`). Fills make new orders; a few rounds.
             let next = prep.times.get(k + 1).copied().unwrap_or(u64::MAX);
             for _ in 0..8 {
-                let due = self.pending.iter().map(|p| p.ready_at).filter(|&r| r > self.ts && r < next).min();
+                let due = self.pending.values().map(|p| p.ready_at).filter(|&r| r > self.ts && r < next).min();
                 let Some(due) = due else { break };
                 self.ts = due;
                 self.fill_orders();
@@ -588,6 +692,7 @@ impl Run<'_> {
             self.unwind_liquidators();
             self.traders();
             self.record(k);
+            self.flush_events();
             if let Some(p) = progress {
                 if k % report_every == 0 || k + 1 == n {
                     p(k + 1, n);
@@ -625,20 +730,28 @@ impl Run<'_> {
     }
 
     fn on_event(&mut self, ev: &Event) {
-        if let Some(d) = &mut self.detail {
-            if !matches!(ev, Event::OracleUpdated { .. }) {
-                #[derive(Serialize)]
-                struct Line<'a> {
-                    seq: u64,
-                    ts: u64,
-                    #[serde(flatten)]
-                    event: &'a Event,
-                }
-                let _ = serde_json::to_writer(&mut d.events, &Line { seq: self.engine.seq(), ts: self.ts, event: ev });
-                let _ = d.events.write_all(b"\n");
-            }
+        if self.event_writer.is_some() && !matches!(ev, Event::OracleUpdated { .. }) {
+            self.event_batch.push((self.engine.seq(), self.ts, ev.clone()));
         }
         self.handle(contract::classify(ev));
+    }
+
+    /// Hand this step's events to the writer thread.
+    fn flush_events(&mut self) {
+        if let Some((tx, _)) = &self.event_writer {
+            if !self.event_batch.is_empty() {
+                let batch = std::mem::take(&mut self.event_batch);
+                if let Err(mpsc::SendError(batch)) = tx.send(batch) {
+                    // The writer is gone (it panicked): write here instead.
+                    if let Some(d) = &mut self.detail {
+                        let mut scratch = Vec::new();
+                        for (seq, ts, ev) in &batch {
+                            write_event_line(&mut d.events, &mut scratch, *seq, *ts, ev);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Act on one event of the liquidation contract.
@@ -649,9 +762,11 @@ impl Run<'_> {
                 self.r.liquidation_orders += 1;
                 let market = self.market_index(&o.market);
                 let ready_at = self.ts + self.s.loaded.scenario.liquidators.latency_ms;
-                self.pending.push(Pending { remaining: o.size, market, ready_at, order: o });
+                self.pending.insert(o.order, Pending { remaining: o.size, market, ready_at, order: o });
             }
-            LabEvent::LiquidationOrderExpired { order } => self.pending.retain(|p| p.order.order != order),
+            LabEvent::LiquidationOrderExpired { order } => {
+                self.pending.remove(&order);
+            }
             LabEvent::LiquidationStarted { .. } => self.r.liquidated_accounts += 1,
             LabEvent::LiquidationEnded => {}
             LabEvent::BackstopTakeover { notional } => {
@@ -689,35 +804,37 @@ impl Run<'_> {
         }
     }
 
-    /// Fill ready liquidation orders against the liquidity model, oldest first.
+    /// Fill ready liquidation orders against the liquidity model, oldest first. An order is
+    /// filled as far as the book allows (repeatedly: each fill moves the book) before the next.
     fn fill_orders(&mut self) {
+        // At most this many fills per call (a guard: every fill moves the book towards the
+        // limits, so an order stops being fillable long before).
         let mut guard = 0;
-        let mut i = 0;
-        while i < self.pending.len() && guard < 10_000 {
-            guard += 1;
-            let p = &self.pending[i];
+        let mut next_id = 0u64;
+        while guard < 100_000 {
+            let Some((&order_id, p)) = self.pending.range(next_id..).next() else { break };
+            next_id = order_id + 1;
             if p.order.expires <= self.ts {
-                self.pending.remove(i);
+                self.pending.remove(&order_id);
                 continue;
             }
             if p.ready_at > self.ts || p.remaining.is_zero() {
-                i += 1;
                 continue;
             }
             let m = p.market as usize;
             let liq = &self.s.loaded.scenario.markets[m].liquidity;
             let Some((q, exec)) = plan_fill(self.book_px[m], &p.order, p.remaining, liq.depth_1pct, liq.spread) else {
-                i += 1;
                 continue;
             };
+            guard += 1;
             let qf = f_size(q);
             let k = 0.01 / liq.depth_1pct;
-            let (sell, order_id) = (p.order.sell, p.order.order);
+            let sell = p.order.sell;
             let mut done = false;
             let n_liq = self.s.liquidator_ids.len();
             for attempt in 0..n_liq {
                 let who = self.s.liquidator_ids[(self.next_liquidator + attempt) % n_liq].as_str();
-                let p = &self.pending[i];
+                let Some(p) = self.pending.get(&order_id) else { break };
                 let (buyer, seller) =
                     if sell { (who, p.order.account.as_str()) } else { (p.order.account.as_str(), who) };
                 // The liquidated account's order takes the liquidator's liquidity.
@@ -733,7 +850,6 @@ impl Run<'_> {
                 }
             }
             if !done {
-                i += 1;
                 continue;
             }
             let notional = qf * f_price(exec);
@@ -753,13 +869,15 @@ impl Run<'_> {
                     notional,
                 });
             }
-            // The order may have been removed or re-issued by the events of the fill.
-            if let Some(j) = self.pending.iter().position(|x| x.order.order == order_id) {
-                let rem = self.pending[j].remaining.checked_sub(q).unwrap_or(Size::ZERO);
+            // The order may have been removed or re-issued by the events of the fill; what is
+            // left of it is tried again at the moved book.
+            if let Some(p) = self.pending.get_mut(&order_id) {
+                let rem = p.remaining.checked_sub(q).unwrap_or(Size::ZERO);
                 if rem.raw() <= 0 {
-                    self.pending.remove(j);
+                    self.pending.remove(&order_id);
                 } else {
-                    self.pending[j].remaining = rem;
+                    p.remaining = rem;
+                    next_id = order_id;
                 }
             }
         }
@@ -836,7 +954,7 @@ impl Run<'_> {
                 if self.at_risk(i, d.trigger).is_some() && self.rng.random::<f64>() < d.probability {
                     let book = &self.s.book;
                     let m = book.market[i];
-                    let Some(acc) = self.engine.account(&book.ids[i]) else { continue };
+                    let Some(acc) = account_at(&self.engine, self.s.slots[i], &book.ids[i]) else { continue };
                     let pos = if book.isolated[i] {
                         acc.isolated(m).map(|x| x.position.size)
                     } else {
@@ -881,7 +999,11 @@ impl Run<'_> {
                     let mut events = std::mem::take(&mut self.events);
                     let mut capped = 0;
                     let before = self.engine.totals().deposits;
+                    let slot = account_count(&self.engine);
                     let ok = open_account(&mut self.engine, self.ts, &self.extra, i, &market, &mut events, &mut capped);
+                    let created =
+                        self.engine.accounts().nth(slot).is_some_and(|(eid, _)| eid.as_str() == self.extra.ids[i]);
+                    self.extra_slots.push(if created { slot as u32 } else { NO_SLOT });
                     for ev in &events {
                         self.on_event(ev);
                     }
@@ -900,7 +1022,7 @@ impl Run<'_> {
     /// Some((equity, notional)) when the account's bucket is within `trigger` × maintenance.
     fn at_risk(&self, i: usize, trigger: f64) -> Option<(f64, f64)> {
         let book = &self.s.book;
-        let acc = self.engine.account(&book.ids[i])?;
+        let acc = account_at(&self.engine, self.s.slots[i], &book.ids[i])?;
         let bucket = if book.isolated[i] { Bucket::Isolated(book.market[i]) } else { Bucket::Cross };
         let h = self.engine.health(acc, bucket).ok()?;
         let (eq, mm) = (f_quote(h.equity), f_quote(h.maintenance));
@@ -915,8 +1037,8 @@ impl Run<'_> {
             let samples = (self.s.scan_budget / n.max(1)).clamp(10, steps.max(10));
             let every = steps.div_ceil(samples).max(1);
             if k.is_multiple_of(every) || k + 1 == steps {
-                let (_, u1, d1, l1) = book_equity(&self.engine, &self.s.book);
-                let (_, u2, d2, l2) = book_equity(&self.engine, &self.extra);
+                let (_, u1, d1, l1) = book_equity(&self.engine, &self.s.book, &self.s.slots);
+                let (_, u2, d2, l2) = book_equity(&self.engine, &self.extra, &self.extra_slots);
                 d.liquidatable.push((l1 + l2) as f64);
                 d.underwater.push((u1 + u2) as f64);
                 d.deficit.push(d1 + d2);
@@ -956,8 +1078,19 @@ impl Run<'_> {
     }
 
     fn finish(mut self) -> (PathResult, Option<Detail>) {
-        let (eq, under, deficit, liq) = book_equity(&self.engine, &self.s.book);
-        let (eq2, under2, deficit2, liq2) = book_equity(&self.engine, &self.extra);
+        self.flush_events();
+        if let Some((tx, handle)) = self.event_writer.take() {
+            drop(tx);
+            let written = handle.join().unwrap_or_default();
+            if let Some(d) = &mut self.detail {
+                // Lines written here (a writer that failed) come after the thread's.
+                let mut all = written;
+                all.append(&mut d.events);
+                d.events = all;
+            }
+        }
+        let (eq, under, deficit, liq) = book_equity(&self.engine, &self.s.book, &self.s.slots);
+        let (eq2, under2, deficit2, liq2) = book_equity(&self.engine, &self.extra, &self.extra_slots);
         self.r.book_pnl = eq + eq2 - self.s.book_equity_start - self.added_margin;
         self.r.underwater_accounts = under + under2;
         self.r.unabsorbed_deficit = deficit + deficit2;
@@ -1085,7 +1218,7 @@ capital = 1000000
             run.handle(contract::classify(ev));
         }
         assert_eq!(run.r.liquidation_orders, 1, "{events:?}");
-        let order = run.pending[0].order.clone();
+        let order = run.pending.values().next().unwrap().order.clone();
         assert!(order.sell && order.account == "alice");
         run.book_px[0] = 42_000.0;
         run.fund_px[0] = 42_000.0;
@@ -1102,6 +1235,66 @@ capital = 1000000
         let (r, d) = run.finish();
         assert_eq!(r.conservation_error, "0");
         assert!(d.unwrap().markers.iter().any(|m| m.kind == "liquidation"));
+    }
+
+    /// events.jsonl lines are the envelope flattened with the event, as serde's `flatten` writes them.
+    #[test]
+    fn event_lines_are_the_flattened_envelope() {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            ts: u64,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        let events = [
+            Event::LiquidationOrder {
+                order: 7,
+                account: "a1".into(),
+                market: "BTC-PERP".into(),
+                side: ballast_engine::event::OrderSide::Sell,
+                size: Size::parse("0.5").unwrap(),
+                limit: Price::parse("49000.5").unwrap(),
+                expires: 61000,
+            },
+            Event::Deleveraged {
+                market: "BTC-PERP".into(),
+                account: "a\"1".into(),
+                counterparty: "w".into(),
+                size: Size::parse("2").unwrap(),
+                price: Price::parse("100").unwrap(),
+            },
+        ];
+        for ev in &events {
+            let mut ours = Vec::new();
+            write_event_line(&mut ours, &mut Vec::new(), 12, 3456, ev);
+            let mut theirs = serde_json::to_vec(&Line { seq: 12, ts: 3456, event: ev }).unwrap();
+            theirs.push(b'\n');
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(theirs).unwrap());
+        }
+    }
+
+    /// A book account read by its slot is the one read by its id.
+    #[test]
+    fn book_accounts_are_found_by_slot() {
+        let l = crate::scenario::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/synthetic-mc.toml"),
+            &["population.accounts=50".into()],
+        )
+        .unwrap();
+        let setup = super::setup(l, 3).unwrap();
+        assert_eq!(setup.slots.len(), 50);
+        for (i, id) in setup.book.ids.iter().enumerate() {
+            assert_ne!(setup.slots[i], NO_SLOT);
+            let by_slot = account_at(&setup.engine, setup.slots[i], id).unwrap();
+            assert!(std::ptr::eq(by_slot, setup.engine.account(id).unwrap()), "{id}");
+        }
+        // A book whose ids are not in creation order is read by id.
+        let mut shuffled = setup.book.clone();
+        shuffled.ids.swap(0, 1);
+        let first = setup.slots[0] as usize;
+        assert_eq!(locate(&setup.engine, &setup.book, first), setup.slots);
+        assert!(locate(&setup.engine, &shuffled, first).iter().all(|&s| s == NO_SLOT));
     }
 
     #[test]
