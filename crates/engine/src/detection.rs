@@ -287,8 +287,14 @@ impl TriggerIndex {
     pub fn pop_crossed(&mut self, source: Source, price: Price) -> Vec<Key> {
         let p = price.raw();
         let sets = self.sets(source);
-        let falls = sets.falls.split_off(&(crossed_from(false, p), 0));
-        let rises = sets.rises.split_off(&(crossed_from(true, p), 0));
+        // Splitting allocates even when nothing is crossed; a quiet step only looks at the
+        // largest entry of each set.
+        let tail = |set: &mut BTreeSet<(i64, Key)>, from: i64| match set.last() {
+            Some(&(last, _)) if last >= from => set.split_off(&(from, 0)),
+            _ => BTreeSet::new(),
+        };
+        let falls = tail(&mut sets.falls, crossed_from(false, p));
+        let rises = tail(&mut sets.rises, crossed_from(true, p));
         for (rises, split) in [(false, &falls), (true, &rises)] {
             if !split.is_empty() {
                 self.popped.push((source, rises, crossed_from(rises, p)));
