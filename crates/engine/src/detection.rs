@@ -149,6 +149,10 @@ impl Sets {
     }
 }
 
+/// From this many crossed entries on, a price step splits the tail off a set instead of
+/// removing the entries one by one.
+const SPLIT_FROM: usize = 32;
+
 /// Where an entry sits in its set: the trigger, bit-inverted for a rising entry (`!t` reverses
 /// the order without overflow).
 fn position(f: &Filed) -> i64 {
@@ -287,20 +291,28 @@ impl TriggerIndex {
     pub fn pop_crossed(&mut self, source: Source, price: Price) -> Vec<Key> {
         let p = price.raw();
         let sets = self.sets(source);
-        // Splitting allocates even when nothing is crossed; a quiet step only looks at the
-        // largest entry of each set.
-        let tail = |set: &mut BTreeSet<(i64, Key)>, from: i64| match set.last() {
-            Some(&(last, _)) if last >= from => set.split_off(&(from, 0)),
-            _ => BTreeSet::new(),
+        // Splitting allocates a node per level of the tree, so a step that crosses a few
+        // entries (the common case) removes them one by one; a crash splits.
+        let tail = |set: &mut BTreeSet<(i64, Key)>, from: i64| -> Vec<Key> {
+            let few: SmallVec<[(i64, Key); SPLIT_FROM]> = set.range((from, 0)..).take(SPLIT_FROM).copied().collect();
+            if few.len() < SPLIT_FROM {
+                for e in &few {
+                    set.remove(e);
+                }
+                few.iter().map(|&(_, k)| k).collect()
+            } else {
+                set.split_off(&(from, 0)).into_iter().map(|(_, k)| k).collect()
+            }
         };
         let falls = tail(&mut sets.falls, crossed_from(false, p));
         let rises = tail(&mut sets.rises, crossed_from(true, p));
-        for (rises, split) in [(false, &falls), (true, &rises)] {
-            if !split.is_empty() {
+        for (rises, popped) in [(false, &falls), (true, &rises)] {
+            if !popped.is_empty() {
                 self.popped.push((source, rises, crossed_from(rises, p)));
             }
         }
-        let mut keys: Vec<Key> = falls.into_iter().chain(rises).map(|(_, k)| k).collect();
+        let mut keys = falls;
+        keys.extend(rises);
         keys.sort_unstable();
         keys.dedup();
         keys
@@ -474,6 +486,37 @@ mod tests {
             let fast: Vec<i64> = triggers(Quote::from_raw(buffer), &terms).iter().map(|f| f.trigger).collect();
             proptest::prop_assert_eq!(fast, triggers_wide(Quote::from_raw(buffer), &terms));
         }
+    }
+
+    /// A step crossing many entries splits the sets instead of removing entries one by one:
+    /// the same buckets come out, and nothing else.
+    #[test]
+    fn a_crash_splits_the_crossed_tail_off() {
+        let mut ix = TriggerIndex::default();
+        for k in 0..200u64 {
+            let rises = k % 2 == 1;
+            let trigger = if rises { 1_000 + k as i64 } else { 1_000 - k as i64 };
+            ix.file(k << 32, [Filed { source: Source::Market(0), rises, trigger }].into_iter().collect());
+        }
+        // A fall to 900 crosses the falling triggers ≥ 900: k even and ≤ 100.
+        let keys = ix.pop_crossed(Source::Market(0), Price::from_raw(900));
+        let expected: Vec<Key> = (0..=100u64).filter(|k| k % 2 == 0).map(|k| k << 32).collect();
+        assert!(expected.len() >= SPLIT_FROM);
+        assert_eq!(keys, expected);
+        for &k in &keys {
+            ix.remove(k);
+        }
+        ix.end_pops();
+        assert!(ix.is_consistent());
+        assert_eq!(ix.len(), 200 - expected.len());
+        // A rise to 1,150 crosses the rising triggers ≤ 1,150: k odd and ≤ 150.
+        let keys = ix.pop_crossed(Source::Market(0), Price::from_raw(1_150));
+        assert_eq!(keys, (0..=150u64).filter(|k| k % 2 == 1).map(|k| k << 32).collect::<Vec<_>>());
+        for &k in &keys {
+            ix.remove(k);
+        }
+        ix.end_pops();
+        assert!(ix.is_consistent());
     }
 
     #[test]
