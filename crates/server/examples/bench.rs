@@ -240,7 +240,7 @@ fn latency(dir: &Path, seconds: u64, rate: u64) {
         percentile(&sync, 0.99),
         sync[sync.len() - 1]
     );
-    let threads = 64u64;
+    let threads: u64 = std::env::var("BALLAST_LATENCY_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let total = seconds * rate;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now() + Duration::from_millis(200);

@@ -1,7 +1,9 @@
 //! The engine thread: the one owner of the journaled engine. Requests arrive over a channel;
 //! the thread drains whatever is queued, journals all queued commands as one group commit (one
-//! write, one fdatasync), applies them, and only then replies. Reads run on the same thread
-//! between group commits, so they always see a state whose commands are durable.
+//! write, one fdatasync) and applies them; a second thread then renders the group's events for
+//! the ring and replies, while the engine thread goes on with the next group. Nobody hears back
+//! before their commands are durable and their events are in the ring. Reads run on the engine
+//! thread between group commits, so they always see a state whose commands are durable.
 
 use crate::events::EventLog;
 use crate::metrics::Metrics;
@@ -122,7 +124,17 @@ impl EngineHandle {
         let health = Arc::new(Health::default());
         health.journal_ok.store(true, Ordering::Relaxed);
         health.last_seq.store(backend.last_seq(), Ordering::Relaxed);
-        let worker = Worker { backend, events: events.clone(), metrics: metrics.clone(), health: health.clone() };
+        let (done, finished) = std::sync::mpsc::channel::<Finish>();
+        let (ring, counters) = (events.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("ballast-replies".into())
+            .spawn(move || {
+                for f in finished {
+                    f.reply(&ring, &counters);
+                }
+            })
+            .expect("cannot start the reply thread");
+        let worker = Worker { backend, metrics: metrics.clone(), health: health.clone(), done };
         std::thread::Builder::new()
             .name("ballast-engine".into())
             .spawn(move || worker.run(rx))
@@ -171,9 +183,18 @@ fn push(job: Job, submits: &mut Vec<(Vec<Prepared>, Reply)>, reads: &mut Vec<Rea
 
 struct Worker<B> {
     backend: B,
-    events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Durable groups go to the reply thread, which renders their events for the ring and the
+    /// replies while this thread journals and applies the next group.
+    done: std::sync::mpsc::Sender<Finish>,
+}
+
+/// A durable, applied group on its way to its callers.
+struct Finish {
+    ts: u64,
+    outcomes: Vec<Outcome>,
+    submits: Vec<(Vec<(String, &'static str)>, Reply)>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -239,7 +260,16 @@ impl<B: Backend> Worker<B> {
         }
         self.health.last_seq.store(self.backend.last_seq(), Ordering::Relaxed);
         let ts = self.backend.engine().now();
-        let mut outcomes = submitted.outcomes.into_iter();
+        // The reply thread is gone only if it panicked; the group is durable either way.
+        let _ = self.done.send(Finish { ts, outcomes: submitted.outcomes, submits });
+    }
+}
+
+impl Finish {
+    /// Render the group's events for the ring, count them, and reply to each caller.
+    fn reply(self, ring: &EventLog, metrics: &Metrics) {
+        let Finish { ts, outcomes, submits } = self;
+        let mut outcomes = outcomes.into_iter();
         let mut records = Vec::new();
         let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
         let mut event_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -287,10 +317,10 @@ impl<B: Backend> Worker<B> {
             }
             replies.push((reply, invalid.map_or(Ok(results), Err)));
         }
-        self.metrics.add(&counts, &event_counts);
+        metrics.add(&counts, &event_counts);
         // The events are in the ring before anyone hears back, so a client that reads the events
         // after its reply sees its own.
-        self.events.push(records);
+        ring.push(records);
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
