@@ -283,7 +283,7 @@ impl TriggerIndex {
     }
 
     /// Every bucket with an entry of `source` crossed at `price`, sorted by key, without
-    /// duplicates. The crossed entries leave their sets here, in one split; the buckets' slots
+    /// duplicates. The crossed entries leave their sets here (see `SPLIT_FROM`); the buckets' slots
     /// (and their entries under other sources) are left for the caller, which must
     /// [`remove`](Self::remove) each returned bucket — before filing anything — and then call
     /// [`end_pops`](Self::end_pops). That way a bucket's slot is read next to its account

@@ -424,101 +424,88 @@ pub fn fillable_price(
         return Err(out_of_range("position_maintenance", position_maintenance));
     }
     let round = if position_size.is_positive() { Round::Ceil } else { Round::Floor };
-    let raw = match fillable_price_narrow(
-        params,
-        position_value,
-        position_size,
-        position_maintenance,
-        equity,
-        total_maintenance,
+    let f = Fillable {
+        ba: i128::from(params.bankruptcy_adjustment.raw()),
+        smmr: i128::from(params.spread_to_maintenance.raw()),
+        pnnv: position_value.raw(),
+        ps: position_size.raw(),
+        pmmr: position_maintenance.raw(),
+        tnc: equity.raw(),
+        tmmr: total_maintenance.raw(),
         round,
-    ) {
+    };
+    Price::try_from_raw(match f.narrow() {
         Some(raw) => raw,
-        None => fillable_price_wide(
-            params,
-            position_value,
-            position_size,
-            position_maintenance,
-            equity,
-            total_maintenance,
-            round,
-        )?,
-    };
-    Price::try_from_raw(raw)
+        None => f.wide()?,
+    })
 }
 
-/// [`fillable_price`] in 128 bits, `None` where an intermediate overflows. With
-/// `X = PNNV·1e10 = q·PS + r` (floor division) and `Y = a·SMMR·PMMR·100`, the price is
-/// `q + (r·b − Y) / (b·PS)` exactly — the same rational as the 256-bit form, split so that no
-/// term carries the `1e8 · 1e10` scale factors at once.
-fn fillable_price_narrow(
-    params: &LiquidationParams,
-    position_value: Quote,
-    position_size: Size,
-    position_maintenance: Quote,
-    equity: Quote,
-    total_maintenance: Quote,
+/// The raw inputs of [`fillable_price`] (names as in its formula) and the rounding of the price.
+#[derive(Clone, Copy, Debug)]
+struct Fillable {
+    ba: i128,
+    smmr: i128,
+    pnnv: i128,
+    ps: i128,
+    pmmr: i128,
+    tnc: i128,
+    tmmr: i128,
     round: Round,
-) -> Option<i128> {
-    let tmmr = total_maintenance.raw();
-    let mut pmmr = position_maintenance.raw();
-    let a = i128::from(params.bankruptcy_adjustment.raw()).checked_mul(tmmr.checked_sub(equity.raw())?)?;
-    let b = RATIO_ONE.checked_mul(tmmr)?;
-    let (a, b) = if a <= 0 {
-        (0, 1)
-    } else if a >= b {
-        (1, 1)
-    } else if pmmr == tmmr {
-        // One position carries the whole requirement: PMMR / TMMR cancels out of a·PMMR / b,
-        // which keeps the product below 2^127 for accounts of any ordinary size.
-        pmmr = 1;
-        (a, RATIO_ONE)
-    } else {
-        (a, b)
-    };
-    let ps = position_size.raw();
-    let x = position_value.raw().checked_mul(NOTIONAL_TO_QUOTE)?;
-    let (q, _) = div_floor_exact(x, ps).ok()?;
-    let r = x.checked_sub(q.checked_mul(ps)?)?;
-    let y = a
-        .checked_mul(i128::from(params.spread_to_maintenance.raw()))?
-        .checked_mul(pmmr)?
-        .checked_mul(NOTIONAL_TO_QUOTE / RATIO_ONE)?;
-    let fraction = div_round(r.checked_mul(b)?.checked_sub(y)?, b.checked_mul(ps)?, round).ok()?;
-    q.checked_add(fraction)
 }
 
-/// [`fillable_price`] in 256 bits.
-fn fillable_price_wide(
-    params: &LiquidationParams,
-    position_value: Quote,
-    position_size: Size,
-    position_maintenance: Quote,
-    equity: Quote,
-    total_maintenance: Quote,
-    round: Round,
-) -> NumResult<i128> {
-    // ABR = a / b with b = 1e8·TMMR (BA is a raw ratio), clamped to [0, 1].
-    let tmmr = I256::from(total_maintenance.raw());
-    let gap = sub(tmmr, I256::from(equity.raw()))?;
-    let (a, b) = {
-        let a = mul(I256::from(params.bankruptcy_adjustment.raw()), gap)?;
-        let b = mul(I256::from(RATIO_ONE), tmmr)?;
-        if a <= 0 {
-            (I256::ZERO, I256::ONE)
+impl Fillable {
+    /// The price in 128 bits, `None` where an intermediate overflows. With
+    /// `X = PNNV·1e10 = q·PS + r` (floor division) and `Y = a·SMMR·PMMR·100`, the price is
+    /// `q + (r·b − Y) / (b·PS)` exactly — the same rational as [`Self::wide`], split so that no
+    /// term carries the `1e8 · 1e10` scale factors at once.
+    fn narrow(&self) -> Option<i128> {
+        let (tmmr, mut pmmr) = (self.tmmr, self.pmmr);
+        let a = self.ba.checked_mul(tmmr.checked_sub(self.tnc)?)?;
+        let b = RATIO_ONE.checked_mul(tmmr)?;
+        let (a, b) = if a <= 0 {
+            (0, 1)
         } else if a >= b {
-            (I256::ONE, I256::ONE)
+            (1, 1)
+        } else if pmmr == tmmr {
+            // One position carries the whole requirement: PMMR / TMMR cancels out of a·PMMR / b,
+            // which keeps the product below 2^127 for accounts of any ordinary size.
+            pmmr = 1;
+            (a, RATIO_ONE)
         } else {
             (a, b)
-        }
-    };
-    // price_raw = (PNNV·b·1e8 − a·SMMR·PMMR)·1e10 / (b·1e8·PS), all raw.
-    let one = I256::from(RATIO_ONE);
-    let b1 = mul(b, one)?;
-    let spread = mul(mul(a, I256::from(params.spread_to_maintenance.raw()))?, I256::from(position_maintenance.raw()))?;
-    let num = mul(sub(mul(I256::from(position_value.raw()), b1)?, spread)?, I256::from(NOTIONAL_TO_QUOTE))?;
-    let den = mul(b1, I256::from(position_size.raw()))?;
-    div_i256(num, den, round)
+        };
+        let ps = self.ps;
+        let x = self.pnnv.checked_mul(NOTIONAL_TO_QUOTE)?;
+        let (q, _) = div_floor_exact(x, ps).ok()?;
+        let r = x.checked_sub(q.checked_mul(ps)?)?;
+        let y = a.checked_mul(self.smmr)?.checked_mul(pmmr)?.checked_mul(NOTIONAL_TO_QUOTE / RATIO_ONE)?;
+        let fraction = div_round(r.checked_mul(b)?.checked_sub(y)?, b.checked_mul(ps)?, self.round).ok()?;
+        q.checked_add(fraction)
+    }
+
+    /// The price in 256 bits.
+    fn wide(&self) -> NumResult<i128> {
+        // ABR = a / b with b = 1e8·TMMR (BA is a raw ratio), clamped to [0, 1].
+        let tmmr = I256::from(self.tmmr);
+        let gap = sub(tmmr, I256::from(self.tnc))?;
+        let (a, b) = {
+            let a = mul(I256::from(self.ba), gap)?;
+            let b = mul(I256::from(RATIO_ONE), tmmr)?;
+            if a <= 0 {
+                (I256::ZERO, I256::ONE)
+            } else if a >= b {
+                (I256::ONE, I256::ONE)
+            } else {
+                (a, b)
+            }
+        };
+        // price_raw = (PNNV·b·1e8 − a·SMMR·PMMR)·1e10 / (b·1e8·PS), all raw.
+        let b1 = mul(b, I256::from(RATIO_ONE))?;
+        let spread = mul(mul(a, I256::from(self.smmr))?, I256::from(self.pmmr))?;
+        let num = mul(sub(mul(I256::from(self.pnnv), b1)?, spread)?, I256::from(NOTIONAL_TO_QUOTE))?;
+        let den = mul(b1, I256::from(self.ps))?;
+        div_i256(num, den, self.round)
+    }
 }
 
 /// The insurance-fund delta of a liquidation fill (dYdX `GetLiquidationInsuranceFundDelta`,
@@ -913,17 +900,19 @@ mod tests {
             ba in 0i64..=200_000_000,
             smmr in 0i64..=200_000_000,
         ) {
-            let params = LiquidationParams {
-                bankruptcy_adjustment: Ratio::from_raw(ba),
-                spread_to_maintenance: Ratio::from_raw(smmr),
-                ..LiquidationParams::default()
-            };
             let total = position_mm + extra_mm;
-            let (v, s, pm, e, t) = (Quote::from_raw(value), Size::from_raw(size), Quote::from_raw(position_mm),
-                Quote::from_raw(equity), Quote::from_raw(total));
             for round in [Round::Floor, Round::Ceil] {
-                let wide = fillable_price_wide(&params, v, s, pm, e, t, round).unwrap();
-                let narrow = fillable_price_narrow(&params, v, s, pm, e, t, round);
+                let f = Fillable {
+                    ba: i128::from(ba),
+                    smmr: i128::from(smmr),
+                    pnnv: value,
+                    ps: size,
+                    pmmr: position_mm,
+                    tnc: equity,
+                    tmmr: total,
+                    round,
+                };
+                let (wide, narrow) = (f.wide().unwrap(), f.narrow());
                 // Ordinary sizes stay in 128 bits: any account with one position, small
                 // accounts with several.
                 if (extra_mm == 0 && value.abs() < 100_000_000_000_000)

@@ -506,9 +506,6 @@ impl Engine {
             stepped.reserve(keys.len());
             for k in keys {
                 let (a, bucket) = unkey(k);
-                // In a crash these are cache misses on three tables (ids, index, accounts); read
-                // together, they overlap.
-                let id = id_prefix(&self.account_ids[a as usize]);
                 self.index.remove(k);
                 let Ok((h, risks)) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))
                 else {
@@ -518,7 +515,7 @@ impl Engine {
                 if !(liquidating || h.is_liquidatable()) {
                     self.refile(k, &h);
                 } else if stepped.binary_search(&k).is_err() {
-                    due.push((h, k, id));
+                    due.push((h, k, id_prefix(&self.account_ids[a as usize])));
                     ranked.push(risks);
                 } else if !liquidating {
                     // Pushed back under by another bucket's step after its own: its liquidation

@@ -127,13 +127,20 @@ fn open_interest_scales_initial_margin() {
     assert_eq!(s.position("alice", BTC).maintenance_requirement, q("210000"), "maintenance is never scaled");
 }
 
-#[test]
-fn isolated_position_can_lose_only_its_own_collateral() {
+/// BTC-PERP at 10,000; alice holds 10,000 in her cross book and a 1 BTC isolated long on 1,000
+/// of margin, bought from `mm`.
+fn alice_cross_and_isolated() -> Story {
     let mut s = Story::with_market(BTC, "0.1", "0.05", "10000");
     s.deposit(0, "alice", "10000");
     s.deposit_isolated(0, "alice", "1000", BTC);
     s.deposit(0, "mm", "1000000");
     s.fill(1, BTC, "alice", "mm", "1", "10000");
+    s
+}
+
+#[test]
+fn isolated_position_can_lose_only_its_own_collateral() {
+    let mut s = alice_cross_and_isolated();
     // At 8,000 the isolated position is 1,000 underwater. With no insurance, the waterfall
     // deleverages the winning short at the bankruptcy price; the cross book pays nothing.
     let events = s.ok(r#"{"ts":2,"cmd":"oracle","market":"BTC-PERP","source":"s1","price":"8000"}"#);
@@ -488,11 +495,7 @@ fn duplicate_and_invalid_listings_are_rejected() {
 /// The per-item views a service reads are exactly the entries of the whole state view.
 #[test]
 fn single_account_and_market_views_match_the_state_view() {
-    let mut s = Story::with_market(BTC, "0.1", "0.05", "10000");
-    s.deposit(0, "alice", "10000");
-    s.deposit_isolated(0, "alice", "1000", BTC);
-    s.deposit(0, "mm", "1000000");
-    s.fill(1, BTC, "alice", "mm", "1", "10000");
+    let mut s = alice_cross_and_isolated();
     s.price(2, BTC, "9000");
     let view = s.view();
     fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
