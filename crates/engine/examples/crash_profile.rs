@@ -3,7 +3,7 @@
 //! `cargo run --release -p ballast-engine --example crash_profile -- [crashes]`: builds the
 //! benchmark's population (`BALLAST_BENCH_ACCOUNTS`, default 1,000,000), clones it once per
 //! crash before any timing, then applies the crash to each clone (reusing one event buffer)
-//! and prints its wall and CPU time.
+//! and prints its wall and CPU time and the page faults it took.
 //! Run it under `perf record` to see where a crash step's time goes.
 
 #[path = "../benches/support/population.rs"]
@@ -30,6 +30,15 @@ fn cpu_ns() -> u64 {
     stat.split_whitespace().next().and_then(|s| s.parse().ok()).expect("run time in ns")
 }
 
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10): fresh memory the
+/// kernel had to map (and clear) for it.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux stat");
+    // The command name (field 2) may hold spaces; count the fields after its closing ')'.
+    let after = &stat[stat.rfind(')').expect("stat has the command name") + 2..];
+    after.split_whitespace().nth(7).and_then(|s| s.parse().ok()).expect("minflt")
+}
+
 fn main() {
     let crashes: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let (engine, _) = build(accounts());
@@ -40,11 +49,11 @@ fn main() {
     let mut events = Vec::new();
     for mut e in clones {
         events.clear();
-        let (t, cpu) = (Instant::now(), cpu_ns());
+        let (t, cpu, faults) = (Instant::now(), cpu_ns(), minor_faults());
         crash_once(&mut e, &crash, &mut events);
-        let (took, cpu) = (t.elapsed(), cpu_ns() - cpu);
+        let (took, cpu, faults) = (t.elapsed(), cpu_ns() - cpu, minor_faults() - faults);
         let cpu = std::time::Duration::from_nanos(cpu);
-        eprintln!("crash: {took:.2?} wall, {cpu:.2?} on the CPU, {} events", events.len());
+        eprintln!("crash: {took:.2?} wall, {cpu:.2?} on the CPU, {faults} page faults, {} events", events.len());
         // Dropping a 600 MB engine takes longer than the crash: leave it to the exit.
         std::mem::forget(e);
     }

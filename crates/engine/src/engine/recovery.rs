@@ -532,7 +532,7 @@ impl Engine {
             // sorted by key), which a B-tree takes far faster than thousands of inserts at
             // random places; their start events still go out in processing order. Nothing a
             // step reads depends on another bucket's status being there already.
-            let opened: Vec<bool> = due.iter().map(|&(_, k, _)| self.open_liquidation(k, self.now)).collect();
+            let opened = self.open_liquidations(due.iter().map(|&(_, k, _)| k), self.now);
             for i in order {
                 let (h, k, _) = due[i];
                 stepped.push(k);
@@ -740,13 +740,34 @@ impl Engine {
 
     /// The status half of [`Self::start_liquidation`]: false if `k` is already in liquidation.
     fn open_liquidation(&mut self, k: Key, ts: u64) -> bool {
-        if self.liquidations.contains_key(&k) {
-            return false;
+        self.open_liquidations(std::iter::once(k), ts)[0]
+    }
+
+    /// [`Self::open_liquidation`] of each of `keys` (ascending), in one pass.
+    ///
+    /// A crash opens thousands of statuses at once. Inserted one by one in key order they
+    /// would leave the tree's nodes about half full (a split keeps half of a node on each
+    /// side); built as one tree and merged (`append`, linear in both sizes) the nodes are
+    /// full, so a crash writes about half the memory for its statuses, mostly fresh pages the
+    /// kernel must clear first. The merge is used only while the new statuses outnumber the
+    /// open ones, so that it never rebuilds a large tree for a few additions.
+    fn open_liquidations(&mut self, keys: impl Iterator<Item = Key> + Clone, ts: u64) -> Vec<bool> {
+        let opened: Vec<bool> = keys.clone().map(|k| !self.liquidations.contains_key(&k)).collect();
+        let new = keys.zip(&opened).filter(|&(_, &o)| o).map(|(k, _)| k);
+        let status = || Liquidation { since: ts, progress: ts, markets: SmallVec::new() };
+        if opened.iter().filter(|&&o| o).count() > self.liquidations.len() {
+            let mut built: std::collections::BTreeMap<Key, Liquidation> = new.clone().map(|k| (k, status())).collect();
+            self.liquidations.append(&mut built);
+        } else {
+            for k in new.clone() {
+                self.liquidations.insert(k, status());
+            }
         }
-        self.liquidations.insert(k, Liquidation { since: ts, progress: ts, markets: SmallVec::new() });
-        self.deadline_floor = self.deadline_floor.min(ts);
-        self.index.remove(k);
-        true
+        for k in new {
+            self.deadline_floor = self.deadline_floor.min(ts);
+            self.index.remove(k);
+        }
+        opened
     }
 
     fn liquidation_started(&self, k: Key, h: &Health, events: &mut Vec<Event>) {
