@@ -263,8 +263,10 @@ pub fn read_positions(path: &Path) -> Result<Vec<PositionRow>, LabError> {
     )?;
     let c = |i: usize| cols[i].unwrap_or_default();
     let mut out = Vec::new();
-    for rec in rdr.records() {
-        let record = rec.map_err(|e| csv_err(path, e))?;
+    // One record reused for every row: a book of 10^6 positions would otherwise allocate as
+    // many records.
+    let mut record = csv::StringRecord::new();
+    while rdr.read_record(&mut record).map_err(|e| csv_err(path, e))? {
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         let cell = Cell { path, line, record: &record, header: &header };
         let account = cell.text(c(0)).to_string();
