@@ -1,9 +1,12 @@
 //! The engine thread: the one owner of the journaled engine. Requests arrive over a channel;
 //! the thread drains whatever is queued, journals all queued commands as one group commit (one
 //! write, one fdatasync) and applies them; a second thread then renders the group's events for
-//! the ring and replies, while the engine thread goes on with the next group. Nobody hears back
-//! before their commands are durable and their events are in the ring. Reads run on the engine
-//! thread between group commits, so they always see a state whose commands are durable.
+//! the ring and replies, while the engine thread goes on with the next group. A small group
+//! (at most [`INLINE_REPLY_MAX`] commands) is answered by the engine thread itself when the
+//! reply thread has no group in hand, which saves a lone request one thread hand-off. Nobody
+//! hears back before their commands are durable and their events are in the ring, and the ring
+//! receives the groups in order. Reads run on the engine thread between group commits, so they
+//! always see a state whose commands are durable.
 
 use crate::events::EventLog;
 use crate::metrics::Metrics;
@@ -11,7 +14,7 @@ use ballast_engine::{parse_line, Engine, Event, ParseError, TimedCommand};
 use ballast_journal::{JournalError, JournaledEngine, Outcome, Submitted};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Most commands in one group commit (requests are never split; a group stops growing once it
 /// holds this many).
 pub const MAX_GROUP: usize = 100_000;
+
+/// A durable group of at most this many commands is answered by the engine thread itself when
+/// the reply thread has no group in hand (one thread hand-off fewer for a lone request; the
+/// events of a few commands render in microseconds). Larger groups go to the reply thread.
+pub const INLINE_REPLY_MAX: usize = 16;
 
 /// What the engine thread drives: the journaled engine, or a wrapper of it in tests (to inject
 /// a failing fdatasync).
@@ -125,16 +133,21 @@ impl EngineHandle {
         health.journal_ok.store(true, Ordering::Relaxed);
         health.last_seq.store(backend.last_seq(), Ordering::Relaxed);
         let (done, finished) = std::sync::mpsc::channel::<Finish>();
-        let (ring, counters) = (events.clone(), metrics.clone());
+        // Groups handed to the reply thread and not answered yet: a group may be answered on the
+        // engine thread only when this is 0, so the ring still receives the groups in order.
+        let handed = Arc::new(AtomicUsize::new(0));
+        let (ring, counters, answered) = (events.clone(), metrics.clone(), handed.clone());
         std::thread::Builder::new()
             .name("ballast-replies".into())
             .spawn(move || {
                 for f in finished {
                     f.reply(&ring, &counters);
+                    answered.fetch_sub(1, Ordering::Release);
                 }
             })
             .expect("cannot start the reply thread");
-        let worker = Worker { backend, metrics: metrics.clone(), health: health.clone(), done };
+        let worker =
+            Worker { backend, metrics: metrics.clone(), health: health.clone(), done, handed, events: events.clone() };
         std::thread::Builder::new()
             .name("ballast-engine".into())
             .spawn(move || worker.run(rx))
@@ -186,8 +199,13 @@ struct Worker<B> {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Durable groups go to the reply thread, which renders their events for the ring and the
-    /// replies while this thread journals and applies the next group.
+    /// replies while this thread journals and applies the next group (small groups are
+    /// answered here when the reply thread has none in hand: `INLINE_REPLY_MAX`).
     done: std::sync::mpsc::Sender<Finish>,
+    /// Groups sent on `done` and not answered yet.
+    handed: Arc<AtomicUsize>,
+    /// The ring, for the groups answered here.
+    events: Arc<EventLog>,
 }
 
 /// A durable, applied group on its way to its callers.
@@ -259,9 +277,15 @@ impl<B: Backend> Worker<B> {
             eprintln!("ballast serve: warning: automatic snapshot failed (the commands are durable): {e}");
         }
         self.health.last_seq.store(self.backend.last_seq(), Ordering::Relaxed);
-        let ts = self.backend.engine().now();
-        // The reply thread is gone only if it panicked; the group is durable either way.
-        let _ = self.done.send(Finish { ts, outcomes: submitted.outcomes, submits });
+        let (ts, n) = (self.backend.engine().now(), lines.len());
+        let finish = Finish { ts, outcomes: submitted.outcomes, submits };
+        if n <= INLINE_REPLY_MAX && self.handed.load(Ordering::Acquire) == 0 {
+            finish.reply(&self.events, &self.metrics);
+        } else {
+            self.handed.fetch_add(1, Ordering::Relaxed);
+            // The reply thread is gone only if it panicked; the group is durable either way.
+            let _ = self.done.send(finish);
+        }
     }
 }
 

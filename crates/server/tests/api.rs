@@ -322,6 +322,43 @@ async fn concurrent_single_commands_get_distinct_contiguous_seqs() {
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
 }
 
+/// Lone commands (answered on the engine thread when the reply thread is idle) and batches (sent
+/// to the reply thread) interleave: the ring still holds every event once, in seq order, and
+/// each caller finds its own events in the ring when it hears back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_groups_reach_the_ring_in_order() {
+    let f = Arc::new(fixture());
+    let mut tasks = Vec::new();
+    for i in 0..24u64 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let n = if i % 3 == 0 { 200 } else { 1 };
+            let lines: Vec<ballast_server::Prepared> = (0..n)
+                .map(|j| {
+                    let line =
+                        format!(r#"{{"ts":0,"cmd":"deposit","account":"a{i}-{j}","asset":"USDC","amount":"1"}}"#);
+                    ballast_server::Prepared::new(line).unwrap()
+                })
+                .collect();
+            let results = f.handle.submit(lines).await.unwrap();
+            let last = results.last().unwrap().seq;
+            // Read-your-writes: the group's events are in the ring before the reply.
+            let ring = f.handle.events.since(last, 10).unwrap();
+            assert_eq!(ring.first().map(|r| r.0), Some(last));
+            results.into_iter().map(|r| r.seq).collect::<Vec<u64>>()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort();
+    let n = 8 * 200 + 16;
+    assert_eq!(seqs, (1..=n).collect::<Vec<u64>>());
+    let ring: Vec<u64> = f.handle.events.since(0, usize::MAX).unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(ring, (1..=n).collect::<Vec<u64>>(), "one deposit event per command, in seq order");
+}
+
 #[tokio::test]
 async fn queries_metrics_openapi_and_dashboard_answer() {
     let f = fixture();
