@@ -536,7 +536,8 @@ impl Engine {
             for i in order {
                 let (h, k, _) = due[i];
                 stepped.push(k);
-                self.liquidation_step(k, h, rank(std::mem::take(&mut ranked[i])), opened[i], events);
+                rank(&mut ranked[i]);
+                self.liquidation_step(k, h, &ranked[i], opened[i], events);
             }
             stepped.sort_unstable();
             keys = std::mem::take(&mut self.touched);
@@ -660,33 +661,35 @@ impl Engine {
     /// Processing order: most underwater first (equity / maintenance ascending, exactly), ties
     /// by account id, then by bucket. Each item carries its account id's [`id_prefix`].
     ///
-    /// Sorted first on plain integer keys — the ratio scaled by 2^32 and rounded down (which
-    /// orders like the ratio wherever it differs), the id prefix, the bucket key — so a crash
-    /// with thousands of liquidations sorts without comparison callbacks. Then each run of
-    /// equal scaled ratios is checked with the exact comparison (one pass) and re-sorted with
-    /// it only if the check fails: near-equal ratios, or ids sharing their first 16 bytes.
+    /// Sorted first on one integer per bucket — the ratio scaled by 2^32, rounded down and
+    /// clamped to 64 bits (which orders like the ratio wherever those differ) — so a crash with
+    /// thousands of liquidations sorts without comparison callbacks. Then each run of equal
+    /// integers is checked with the exact comparison (ratio, id prefix, id, key) in one pass
+    /// and re-sorted with it only if the check fails: equal or near-equal ratios.
     fn most_underwater_first(&self, items: &[(Health, Key, u128)]) -> Vec<usize> {
-        let mut keyed: Vec<(i128, u128, Key, usize)> =
-            items.iter().enumerate().map(|(i, (h, k, id))| (scaled_ratio(h), *id, *k, i)).collect();
-        keyed.sort_unstable();
-        let exact = |a: &(i128, u128, Key, usize), b: &(i128, u128, Key, usize)| {
-            let id = |k: Key| &self.account_ids[(k >> 32) as usize];
-            more_underwater(&items[a.3].0, &items[b.3].0)
-                .then(a.1.cmp(&b.1))
-                .then_with(|| id(a.2).cmp(id(b.2)))
-                .then(a.2.cmp(&b.2))
+        // One `u128` per bucket, sorted with single comparisons: the ratio clamped to 64 bits
+        // (order-preserving, ties allowed) above the bucket's position in `items`.
+        let clamped = |h: &Health| {
+            let r = scaled_ratio(h);
+            let r = i64::try_from(r).unwrap_or(if r < 0 { i64::MIN } else { i64::MAX });
+            u128::from(r as u64 ^ (1 << 63))
         };
-        let mut start = 0;
-        while start < keyed.len() {
-            let scaled = keyed[start].0;
-            let end = start + keyed[start..].iter().take_while(|x| x.0 == scaled).count();
-            let run = &mut keyed[start..end];
+        let mut keyed: Vec<u128> =
+            items.iter().enumerate().map(|(i, (h, _, _))| clamped(h) << 64 | i as u128).collect();
+        keyed.sort_unstable();
+        // Runs of equal clamped ratios are then put in the exact order: ratio, id, key.
+        let item = |x: &u128| &items[*x as u64 as usize];
+        let exact = |a: &u128, b: &u128| {
+            let ((ha, ka, pa), (hb, kb, pb)) = (item(a), item(b));
+            let id = |k: &Key| &self.account_ids[(k >> 32) as usize];
+            more_underwater(ha, hb).then(pa.cmp(pb)).then_with(|| id(ka).cmp(id(kb))).then(ka.cmp(kb))
+        };
+        for run in keyed.chunk_by_mut(|a, b| a >> 64 == b >> 64) {
             if !run.is_sorted_by(|a, b| exact(a, b) != Ordering::Greater) {
                 run.sort_unstable_by(exact);
             }
-            start = end;
         }
-        keyed.into_iter().map(|(_, _, _, i)| i).collect()
+        keyed.into_iter().map(|x| x as u64 as usize).collect()
     }
 
     /// Buckets in liquidation, by key.
@@ -795,7 +798,7 @@ impl Engine {
 
     /// One step of `k`; `opened`: its liquidation was opened for this step (the start event
     /// goes out first).
-    fn liquidation_step(&mut self, k: Key, h: Health, ranked: Ranked, opened: bool, events: &mut Vec<Event>) {
+    fn liquidation_step(&mut self, k: Key, h: Health, ranked: &Ranked, opened: bool, events: &mut Vec<Event>) {
         if opened {
             self.liquidation_started(k, &h, events);
         }
@@ -809,7 +812,7 @@ impl Engine {
         &mut self,
         k: Key,
         h: Health,
-        ranked: Ranked,
+        ranked: &Ranked,
         events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         if !ranked.is_empty() && h.equity >= h.liquidation_end {
@@ -833,12 +836,13 @@ impl Engine {
                 return Ok(());
             }
         }
-        let (mut h, mut ranked) = (h, ranked);
+        let (mut h, mut reread) = (h, None);
         if h.equity.is_negative() {
-            self.recover(k, &h, &ranked, events)?;
+            self.recover(k, &h, ranked, events)?;
             h = self.health_of_key(k)?;
-            ranked = self.ranked_positions(k)?;
+            reread = Some(self.ranked_positions(k)?);
         }
+        let ranked = reread.as_ref().unwrap_or(ranked);
         // `ranked` lists the bucket's open positions (re-read after a recovery), so the account
         // itself, long out of cache in a crash step, need not be read again.
         if ranked.is_empty() {
@@ -855,14 +859,15 @@ impl Engine {
             self.end_liquidation(k, LiquidationEnd::Recovered, events);
             return Ok(());
         }
-        self.issue_orders(k, &h, &ranked, events)
+        self.issue_orders(k, &h, ranked, events)
     }
 
     /// The bucket's positions with their risk, largest maintenance first, ties by market.
     fn ranked_positions(&self, k: Key) -> Result<Ranked, Reject> {
         let (a, bucket) = unkey(k);
-        let (_, risks) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))?;
-        Ok(rank(risks))
+        let (_, mut risks) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))?;
+        rank(&mut risks);
+        Ok(risks)
     }
 
     /// Orders for the venue's book: per position (largest requirement first) the size that
@@ -1369,9 +1374,8 @@ struct LiquidatedSide {
 }
 
 /// Positions largest maintenance requirement first, ties by market.
-fn rank(mut risks: Ranked) -> Ranked {
+fn rank(risks: &mut Ranked) {
     risks.sort_by(|x, y| y.2.maintenance.cmp(&x.2.maintenance).then(x.0.cmp(&y.0)));
-    risks
 }
 
 /// `⌊equity × 2^32 / maintenance⌋`, saturated; a bucket with no requirement sorts first when
