@@ -296,7 +296,6 @@ impl Finish {
         let mut outcomes = outcomes.into_iter();
         let mut records = Vec::new();
         let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
-        let mut event_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut replies = Vec::with_capacity(submits.len());
         for (lines, reply) in submits {
             let mut results = Vec::with_capacity(lines.len());
@@ -308,7 +307,6 @@ impl Finish {
                         *counts.entry((cmd, "accepted")).or_default() += 1;
                         for e in &events {
                             let json = crate::events::record(seq, ts, cmd, e);
-                            *event_counts.entry(crate::events::known_name(&json)).or_default() += 1;
                             records.push((seq, json));
                         }
                         results.push(CommandResult {
@@ -340,6 +338,14 @@ impl Finish {
                 }
             }
             replies.push((reply, invalid.map_or(Ok(results), Err)));
+        }
+        // Counted by the records' own `event` names: the engine's event tags, a bounded set.
+        let mut event_counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for (_, json) in &records {
+            match crate::events::name_of(json) {
+                "rejected" => {}
+                name => *event_counts.entry(name).or_default() += 1,
+            }
         }
         metrics.add(&counts, &event_counts);
         // The events are in the ring before anyone hears back, so a client that reads the events

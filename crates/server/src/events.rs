@@ -31,64 +31,6 @@ pub fn name_of(record: &str) -> &str {
     record.split_once("\"event\":\"").and_then(|(_, rest)| rest.split_once('"')).map_or("other", |(name, _)| name)
 }
 
-/// The `event` name of a record as a `'static` string: names the service knows are returned
-/// as is, anything else as `other` (metric labels stay bounded).
-pub fn known_name(record: &str) -> &'static str {
-    let name = name_of(record);
-    EVENT_NAMES.iter().find(|n| **n == name).copied().unwrap_or("other")
-}
-
-/// Every event name of the contract (docs/commands.md, "Events"), and `rejected`.
-const EVENT_NAMES: [&str; 47] = [
-    "asset_created",
-    "market_created",
-    "deposited",
-    "withdrawn",
-    "margin_transferred",
-    "oracle_updated",
-    "oracle_validity_changed",
-    "volatility_margin_changed",
-    "funding_settled",
-    "filled",
-    "funding_applied",
-    "breaker_tripped",
-    "breaker_cleared",
-    "market_status_changed",
-    "position_settled",
-    "market_settled",
-    "withdrawal_params_set",
-    "withdrawal_requested",
-    "withdrawal_executed",
-    "withdrawal_cancelled",
-    "withdrawals_gated",
-    "governance_installed",
-    "proposal_created",
-    "proposal_approved",
-    "proposal_queued",
-    "proposal_executed",
-    "proposal_cancelled",
-    "guardian_acted",
-    "insurance_fund_created",
-    "insurance_funded",
-    "backstop_set",
-    "liquidation_started",
-    "liquidation_order",
-    "liquidation_order_closed",
-    "liquidation_filled",
-    "liquidated",
-    "backstop_takeover",
-    "insurance_paid",
-    "deleveraged",
-    "auto_deleveraged",
-    "socialized_loss",
-    "loss_charged",
-    "liquidation_ended",
-    "liquidation_skipped",
-    "rejected",
-    "other",
-    "unserializable",
-];
-
 #[derive(Debug)]
 struct Ring {
     records: VecDeque<Record>,

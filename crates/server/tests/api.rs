@@ -378,9 +378,18 @@ async fn queries_metrics_openapi_and_dashboard_answer() {
     let (status, body) = call(&f, "GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["paths"]["/v1/commands"]["post"].is_object());
+    // A refused command counts as a command, not as an event.
+    let too_big =
+        r#"{"ts":2000,"cmd":"fill","market":"BTC-PERP","buyer":"alice","seller":"bob","size":"100","price":"50000"}"#;
+    let (_, body) = post(&f, "venue", too_big).await;
+    assert_eq!(body["results"][0]["accepted"], false, "{body}");
     let res = f.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
     let text = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
     assert!(text.contains("ballast_commands_total{cmd=\"fill\",outcome=\"accepted\"} 1"), "{text}");
+    assert!(text.contains("ballast_commands_total{cmd=\"fill\",outcome=\"rejected\"} 1"), "{text}");
+    assert!(text.contains("ballast_events_total{event=\"filled\"} 1"), "{text}");
+    assert!(text.contains("ballast_events_total{event=\"deposited\"} 2"), "{text}");
+    assert!(!text.contains("event=\"rejected\""), "{text}");
     assert!(text.contains("ballast_market_status{market=\"BTC-PERP\",status=\"active\"} 1"), "{text}");
     assert!(text.contains("ballast_journal_commit_seconds_count"), "{text}");
     let res = f.router.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
