@@ -362,6 +362,11 @@ impl TriggerIndex {
         in_sets == in_slots && buckets == self.buckets && self.popped.is_empty()
     }
 
+    /// How many entries `account` has filed (reads its slot).
+    pub fn filed_entries(&self, account: u32) -> usize {
+        self.filed.get(account as usize).map_or(0, SmallVec::len)
+    }
+
     pub fn is_filed(&self, key: Key) -> bool {
         let account = (key >> 32) as usize;
         self.any_filed(account) && self.filed[account].iter().any(|e| e.bucket == key as u32)

@@ -138,6 +138,10 @@ impl Liquidation {
 /// A bucket's positions with their risk, largest maintenance requirement first (ties by market).
 type Ranked = PositionRisks;
 
+/// Buckets warmed at a time by a detection pass (see `Engine::warm`): enough loads in flight
+/// to overlap the misses, few enough that their lines stay in the L1 and L2 caches.
+const WARM_AHEAD: usize = 16;
+
 impl Engine {
     // ---- commands ----------------------------------------------------------------------
 
@@ -504,7 +508,11 @@ impl Engine {
             let mut due = Vec::with_capacity(keys.len());
             let mut ranked = Vec::with_capacity(keys.len());
             stepped.reserve(keys.len());
-            for k in keys {
+            for (i, &k) in keys.iter().enumerate() {
+                if i % WARM_AHEAD == 0 {
+                    let ahead = &keys[i..keys.len().min(i + WARM_AHEAD)];
+                    std::hint::black_box(ahead.iter().fold(0, |x, &k| x ^ self.warm(k)));
+                }
                 let (a, bucket) = unkey(k);
                 self.index.remove(k);
                 let Ok((h, risks)) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))
@@ -533,7 +541,14 @@ impl Engine {
             // random places; their start events still go out in processing order. Nothing a
             // step reads depends on another bucket's status being there already.
             let opened = self.open_liquidations(due.iter().map(|&(_, k, _)| k), self.now);
-            for i in order {
+            for (n, &i) in order.iter().enumerate() {
+                if n % WARM_AHEAD == 0 {
+                    // The steps go in processing order, at random places of `due`, `ranked`,
+                    // the statuses and the ids: warmed the same way as the first pass.
+                    let ahead = &order[n..order.len().min(n + WARM_AHEAD)];
+                    let warm = |&i: &usize| due[i].0.equity.raw() ^ ranked[i].len() as i128 ^ self.warm_step(due[i].1);
+                    std::hint::black_box(ahead.iter().fold(0, |x, i| x ^ warm(i)));
+                }
                 let (h, k, _) = due[i];
                 stepped.push(k);
                 rank(&mut ranked[i]);
@@ -550,6 +565,29 @@ impl Engine {
         } else {
             stepped.iter().filter_map(|k| self.liquidations.get(k)).map(deadline).fold(self.deadline_floor, u64::min)
         };
+    }
+
+    /// Read what a detection pass reads of bucket `k` — its account's cash and positions, its
+    /// index slot, its id — and nothing more (a value to hand to `black_box`).
+    ///
+    /// A crash meets thousands of cold buckets at random places in a large engine: each read
+    /// is a cache and TLB miss. Evaluating them one by one takes those misses one at a time,
+    /// since a health evaluation is too long for the CPU to reach the next bucket's loads
+    /// early. Warming [`WARM_AHEAD`] buckets first issues all their loads back to back, and the
+    /// CPU overlaps the misses.
+    fn warm(&self, k: Key) -> i128 {
+        let (a, bucket) = unkey(k);
+        let account = &self.accounts[a as usize];
+        let sizes = bucket_positions(account, bucket, None).fold(0, |x, (_, p)| x ^ p.size.raw());
+        let elsewhere = self.index.filed_entries(a) ^ self.account_ids[a as usize].len();
+        sizes ^ account.cash(bucket).raw() ^ elsewhere as i128
+    }
+
+    /// What a liquidation step reads of bucket `k` besides its health and positions: its
+    /// status and its id (see [`Self::warm`]).
+    fn warm_step(&self, k: Key) -> i128 {
+        let since = self.liquidations.get(&k).map_or(0, |l| l.since);
+        i128::from(since) ^ self.account_ids[unkey(k).0 as usize].len() as i128
     }
 
     /// Add the buckets with index entries crossed by every mark and asset price that moved.
