@@ -1206,7 +1206,9 @@ impl Engine {
             candidates.push(Candidate {
                 id: candidates.len() as u32,
                 size: p.size,
-                entry_price: p.entry_price()?.unwrap_or(mark).max(Price::from_raw(1)),
+                // A cost per unit beyond the price range (dust charged a socialized loss) ranks
+                // as if entered at the mark rather than stopping the deleveraging.
+                entry_price: p.entry_price().ok().flatten().unwrap_or(mark).max(Price::from_raw(1)),
                 equity: health.equity,
                 collateral: account.cash(hb),
                 maintenance: health.maintenance,
