@@ -398,6 +398,31 @@ fn a_crash_is_processed_most_underwater_first_then_by_id() {
     );
 }
 
+/// The processing order sorts first on the ratio clamped to 64 bits (scaled by 2^32): ratios
+/// below −2^31 all share the lowest key, and the exact comparison must still order them, ties
+/// by id.
+#[test]
+fn ratios_beyond_the_clamped_sort_key_still_order_exactly() {
+    let mut s = market("");
+    for id in ["carol", "bob", "alice"] {
+        s.deposit(0, id, "1");
+    }
+    let e = &s.engine;
+    let item = |id: &str, equity: i128| {
+        let health = crate::health::Health {
+            equity: Quote::from_raw(equity),
+            maintenance: Quote::from_raw(1),
+            ..Default::default()
+        };
+        let k = key(e.account_idx(id).expect("deposited"), Bucket::Cross);
+        (health, k, super::id_prefix(&crate::event::Id::from(id)))
+    };
+    // Ratios −3·10^12, −5·10^12 and −5·10^12: each far below −2^31.
+    let items = [item("carol", -3_000_000_000_000), item("bob", -5_000_000_000_000), item("alice", -5_000_000_000_000)];
+    assert!(items.iter().all(|(h, _, _)| super::scaled_ratio(h) < i128::from(i64::MIN)), "the test needs clamped keys");
+    assert_eq!(e.most_underwater_first(&items), [2, 1, 0], "alice and bob (tied, by id), then carol");
+}
+
 /// A liquidation that falls due through time alone is stepped by the first command after its
 /// deadline, whatever that command is: here the pacing window reopens before the order's long
 /// TTL, and an unrelated deposit issues the next order.
