@@ -17,8 +17,8 @@
 
 use crate::error::{check_range, ParamError};
 use crate::num::{
-    div_floor_exact, div_round, div_wide, mul_div, mul_wide, out_of_range, pow10, NumError, NumResult, Price, Quote,
-    Ratio, Round, Size, NOTIONAL_TO_QUOTE, RATIO_ONE,
+    checked_mul, div_floor_exact, div_round, div_wide, mul_div, mul_wide, out_of_range, pow10, NumError, NumResult,
+    Price, Quote, Ratio, Round, Size, NOTIONAL_TO_QUOTE, RATIO_ONE,
 };
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
@@ -460,8 +460,8 @@ impl Fillable {
     /// term carries the `1e8 · 1e10` scale factors at once.
     fn narrow(&self) -> Option<i128> {
         let (tmmr, mut pmmr) = (self.tmmr, self.pmmr);
-        let a = self.ba.checked_mul(tmmr.checked_sub(self.tnc)?)?;
-        let b = RATIO_ONE.checked_mul(tmmr)?;
+        let a = checked_mul(self.ba, tmmr.checked_sub(self.tnc)?)?;
+        let b = checked_mul(RATIO_ONE, tmmr)?;
         let (a, b) = if a <= 0 {
             (0, 1)
         } else if a >= b {
@@ -475,11 +475,11 @@ impl Fillable {
             (a, b)
         };
         let ps = self.ps;
-        let x = self.pnnv.checked_mul(NOTIONAL_TO_QUOTE)?;
+        let x = checked_mul(self.pnnv, NOTIONAL_TO_QUOTE)?;
         let (q, _) = div_floor_exact(x, ps).ok()?;
-        let r = x.checked_sub(q.checked_mul(ps)?)?;
-        let y = a.checked_mul(self.smmr)?.checked_mul(pmmr)?.checked_mul(NOTIONAL_TO_QUOTE / RATIO_ONE)?;
-        let fraction = div_round(r.checked_mul(b)?.checked_sub(y)?, b.checked_mul(ps)?, self.round).ok()?;
+        let r = x.checked_sub(checked_mul(q, ps)?)?;
+        let y = checked_mul(checked_mul(checked_mul(a, self.smmr)?, pmmr)?, NOTIONAL_TO_QUOTE / RATIO_ONE)?;
+        let fraction = div_round(checked_mul(r, b)?.checked_sub(y)?, checked_mul(b, ps)?, self.round).ok()?;
         q.checked_add(fraction)
     }
 

@@ -86,14 +86,19 @@ fn ceil_if(floor: i128, exact: bool, round: Round) -> NumResult<i128> {
 /// rather than a second division. Products beyond `i128` use 256 bits.
 #[inline]
 pub fn mul_div_floor_exact(a: i128, b: i128, d: i128) -> NumResult<(i128, bool)> {
-    let product = match (i64::try_from(a), i64::try_from(b)) {
-        // |a·b| ≤ 2^126: always representable.
-        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
-        _ => a.checked_mul(b),
-    };
-    match product {
+    match checked_mul(a, b) {
         Some(p) => div_floor_exact(p, d),
         None => mul_div_wide(a, b, d),
+    }
+}
+
+/// `a × b`, `None` on overflow. Operands that fit in `i64` multiply with one widening multiply
+/// (`|a·b| ≤ 2^126`, always representable), without the 128-bit overflow-checking routine.
+#[inline(always)]
+pub fn checked_mul(a: i128, b: i128) -> Option<i128> {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
     }
 }
 
@@ -102,11 +107,7 @@ pub fn mul_div_floor_exact(a: i128, b: i128, d: i128) -> NumResult<(i128, bool)>
 /// Always inlined, so that each caller's constant `k` selects its divisors at compile time.
 #[inline(always)]
 pub fn mul_pow10_floor_exact(a: i128, b: i128, k: u32) -> NumResult<(i128, bool)> {
-    let product = match (i64::try_from(a), i64::try_from(b)) {
-        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
-        _ => a.checked_mul(b),
-    };
-    match product {
+    match checked_mul(a, b) {
         Some(p) => Ok(div_pow10_floor_exact(p, k)),
         None => mul_div_wide(a, b, pow10(k)),
     }
