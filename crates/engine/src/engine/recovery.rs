@@ -508,8 +508,10 @@ impl Engine {
             let mut due = Vec::with_capacity(keys.len());
             let mut ranked = Vec::with_capacity(keys.len());
             stepped.reserve(keys.len());
+            // Only a batch (a price step) meets cold buckets; a fill's two are already cached.
+            let warm = keys.len() > WARM_AHEAD;
             for (i, &k) in keys.iter().enumerate() {
-                if i % WARM_AHEAD == 0 {
+                if warm && i % WARM_AHEAD == 0 {
                     let ahead = &keys[i..keys.len().min(i + WARM_AHEAD)];
                     std::hint::black_box(ahead.iter().fold(0, |x, &k| x ^ self.warm(k)));
                 }
@@ -536,13 +538,12 @@ impl Engine {
             // Typically a start and an order per bucket: one allocation instead of doublings.
             events.reserve(2 * due.len());
             let order = self.most_underwater_first(&due);
-            // The statuses of the buckets that start now are inserted in key order (`due` is
-            // sorted by key), which a B-tree takes far faster than thousands of inserts at
-            // random places; their start events still go out in processing order. Nothing a
+            // The statuses of the buckets that start now are opened together, in key order (`due`
+            // is sorted by key); their start events still go out in processing order. Nothing a
             // step reads depends on another bucket's status being there already.
             let opened = self.open_liquidations(due.iter().map(|&(_, k, _)| k), self.now);
             for (n, &i) in order.iter().enumerate() {
-                if n % WARM_AHEAD == 0 {
+                if warm && n % WARM_AHEAD == 0 {
                     // The steps go in processing order, at random places of `due`, `ranked`,
                     // the statuses and the ids: warmed the same way as the first pass.
                     let ahead = &order[n..order.len().min(n + WARM_AHEAD)];
@@ -804,8 +805,11 @@ impl Engine {
                 self.liquidations.insert(k, status());
             }
         }
-        for k in new {
+        if opened.contains(&true) {
+            // A new liquidation is due at once.
             self.deadline_floor = self.deadline_floor.min(ts);
+        }
+        for k in new {
             self.index.remove(k);
         }
         opened
