@@ -52,6 +52,7 @@ impl Position {
     /// Funding this position owes at `index` since it last settled (negative: it is owed),
     /// `size × (index − last index)` rounded up: a payer pays the extra micro-unit and a
     /// receiver gets the smaller amount.
+    #[inline]
     pub fn funding_owed(&self, index: FundingIndex) -> NumResult<Quote> {
         if index == self.funding_index {
             return Ok(Quote::ZERO);

@@ -107,13 +107,15 @@ fn position_risk_levels(market: &Market, pos: &Position, levels: Levels) -> Resu
 fn position_risk_at(market: &Market, pos: &Position, mark: Price, levels: Levels) -> NumResult<PositionRisk> {
     let (size_value, notional) = pos.size.value_floor_and_notional_ceil(mark)?;
     let value = size_value.checked_add(pos.quote)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
-    let mut initial = market.tiers.initial(notional)?;
+    let (mut initial, mut maintenance) = match levels {
+        Levels::All => market.tiers.requirements(notional)?,
+        Levels::Initial => (market.tiers.initial(notional)?, Quote::ZERO),
+    };
     if let Some(vol) = &market.params.volatility_margin {
         initial = initial.max(notional.mul_ratio_ceil(market.vol.initial_fraction(vol)?)?);
     }
-    let (mut maintenance, mut liquidation_end) = (Quote::ZERO, Quote::ZERO);
+    let mut liquidation_end = Quote::ZERO;
     if levels == Levels::All {
-        maintenance = market.tiers.maintenance(notional)?;
         if market.params.volatility_margin.is_some() {
             maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
         }
@@ -233,14 +235,28 @@ fn health_levels_each(
 ) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
-    for (m, pos) in bucket_positions(account, bucket, patch) {
-        let r = position_risk_levels(&prices.markets[m as usize], &pos, levels)?;
-        each(m, &pos, &r);
+    let mut add = |m: u32, pos: &Position| -> Result<(), Reject> {
+        let r = position_risk_levels(&prices.markets[m as usize], pos, levels)?;
+        each(m, pos, &r);
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
         h.initial = h.initial.checked_add(r.initial)?;
         h.liquidation_end = h.liquidation_end.checked_add(r.liquidation_end)?;
         h.maintenance = h.maintenance.checked_add(r.maintenance)?;
+        Ok(())
+    };
+    match (patch, bucket) {
+        // The common case reads the positions in place (no copies through the iterator).
+        (None, Bucket::Cross) => {
+            for (m, pos) in account.cross.iter().filter(|(_, p)| !p.size.is_zero()) {
+                add(*m, pos)?;
+            }
+        }
+        _ => {
+            for (m, pos) in bucket_positions(account, bucket, patch) {
+                add(m, &pos)?;
+            }
+        }
     }
     if bucket != Bucket::Cross {
         return Ok(h);

@@ -179,7 +179,8 @@ impl TierTable {
 
     /// Initial requirement: `notional × rate(tier) − deduction(tier)`; see [`TierTable::maintenance`].
     pub fn initial(&self, notional: Quote) -> Result<Quote, NumError> {
-        self.requirement(notional, |r| (r.initial_margin, r.initial_deduction), |n| n.0)
+        let active = self.active_row(notional)?;
+        self.requirement(notional, active, |r| (r.initial_margin, r.initial_deduction), |n| n.0)
     }
 
     /// Maintenance requirement: `notional × rate(tier) − deduction(tier)`, the tier being the
@@ -193,7 +194,29 @@ impl TierTable {
     /// only difference from a plain tier lookup comes from the deductions' round-down: the max
     /// may exceed it by a micro-unit per row, never fall below it. `notional` must be ≥ 0.
     pub fn maintenance(&self, notional: Quote) -> Result<Quote, NumError> {
-        self.requirement(notional, |r| (r.maintenance_margin, r.maintenance_deduction), |n| n.1)
+        let active = self.active_row(notional)?;
+        self.requirement(notional, active, |r| (r.maintenance_margin, r.maintenance_deduction), |n| n.1)
+    }
+
+    /// Both requirements, `(initial, maintenance)`, sharing the tier lookup (what a health
+    /// evaluation needs for every position).
+    #[inline]
+    pub fn requirements(&self, notional: Quote) -> Result<(Quote, Quote), NumError> {
+        let active = self.active_row(notional)?;
+        Ok((
+            self.requirement(notional, active, |r| (r.initial_margin, r.initial_deduction), |n| n.0)?,
+            self.requirement(notional, active, |r| (r.maintenance_margin, r.maintenance_deduction), |n| n.1)?,
+        ))
+    }
+
+    /// The active tier: the last row whose floor ≤ `notional` (row 0 has floor 0, so it exists
+    /// for every `notional` ≥ 0).
+    #[inline]
+    fn active_row(&self, notional: Quote) -> Result<usize, NumError> {
+        if notional.is_negative() {
+            return Err(out_of_range("notional", notional));
+        }
+        Ok(self.rows.partition_point(|r| r.floor <= notional) - 1)
     }
 
     /// `max_i (⌈notional × rate_i⌉ − deduction_i)` over the rows' pieces, evaluating only the
@@ -211,25 +234,18 @@ impl TierTable {
     fn requirement(
         &self,
         notional: Quote,
+        active: usize,
         piece_of: impl Fn(&TierRow) -> (Ratio, Quote),
         near_of: impl Fn((i128, i128)) -> i128,
     ) -> Result<Quote, NumError> {
-        if notional.is_negative() {
-            return Err(out_of_range("notional", notional));
-        }
         let piece = |row: &TierRow| -> NumResult<Quote> {
             let (rate, deduction) = piece_of(row);
             notional.mul_ratio_ceil(rate)?.checked_sub(deduction)
         };
-        // Row 0 has floor 0 ≤ notional, so the active tier exists.
-        let active = match self.rows.len() {
-            1 => 0,
-            _ => self.rows.partition_point(|r| r.floor <= notional) - 1,
-        };
         let mut best = Quote::ZERO.max(piece(&self.rows[active])?);
-        for (row, near) in self.rows.iter().zip(&self.near_from).skip(active + 1) {
-            if notional.raw() > near_of(*near) {
-                best = best.max(piece(row)?);
+        for i in active + 1..self.rows.len() {
+            if notional.raw() > near_of(self.near_from[i]) {
+                best = best.max(piece(&self.rows[i])?);
             }
         }
         Ok(best)

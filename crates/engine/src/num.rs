@@ -119,30 +119,25 @@ pub fn mul_pow10_floor_exact(a: i128, b: i128, k: u32) -> NumResult<(i128, bool)
 /// divisors compile to multiplications. Nested floors compose: `⌊⌊n/a⌋/b⌋ = ⌊n/(ab)⌋`.
 #[inline(always)]
 pub fn div_pow10_floor_exact(n: i128, k: u32) -> (i128, bool) {
-    let (shifted, low_bits_zero) = match k {
-        8 | 10 | 18 => (n >> k, n & ((1 << k) - 1) == 0),
-        _ => return div_floor_exact(n, pow10(k)).expect("10^k is a non-zero divisor"),
-    };
-    let (q, exact) = match k {
-        8 => floor_div_small::<390_625>(shifted),
-        10 => floor_div_small::<9_765_625>(shifted),
+    if !matches!(k, 8 | 10 | 18) {
+        return div_floor_exact(n, pow10(k)).expect("10^k is a non-zero divisor");
+    }
+    // Divide the magnitude, then apply the sign once: ⌊n/d⌋ = −⌈|n|/d⌉ for n < 0.
+    let abs = n.unsigned_abs();
+    let (q, r) = match k {
+        8 => udiv_small::<390_625>(abs >> 8),
+        10 => udiv_small::<9_765_625>(abs >> 10),
         _ => {
-            let (q, e1) = floor_div_small::<1_953_125>(shifted);
-            let (q, e2) = floor_div_small::<1_953_125>(q);
-            (q, e1 && e2)
+            let (q, r1) = udiv_small::<1_953_125>(abs >> 18);
+            let (q, r2) = udiv_small::<1_953_125>(q);
+            (q, r1 | r2)
         }
     };
-    (q, exact && low_bits_zero)
-}
-
-/// `⌊n / M⌋` and exactness for a constant `0 < M < 2^32`.
-#[inline(always)]
-fn floor_div_small<const M: u64>(n: i128) -> (i128, bool) {
-    let (q, r) = udiv_small::<M>(n.unsigned_abs());
-    // q ≤ |n| / M < 2^127, so the casts and the step below stay in range.
+    let exact = r == 0 && abs & ((1 << k) - 1) == 0;
+    // q ≤ |n| / 10^8 < 2^127, so the casts and the step below stay in range.
     let q = q as i128;
-    match (n < 0, r == 0) {
-        (false, _) => (q, r == 0),
+    match (n < 0, exact) {
+        (false, _) => (q, exact),
         (true, true) => (-q, true),
         (true, false) => (-q - 1, false),
     }
@@ -387,7 +382,26 @@ macro_rules! fixed_type {
             pub fn mul_ratio_ceil(self, r: Ratio) -> NumResult<Self> {
                 self.mul_ratio(r, Round::Ceil)
             }
+            #[inline(always)]
             fn mul_ratio(self, r: Ratio, round: Round) -> NumResult<Self> {
+                // Requirements and fees: a non-negative amount whose product with the ratio
+                // fits in 64 bits divides by the constant 10^8 in 64-bit arithmetic.
+                if let (Ok(a), Ok(b)) = (u64::try_from(self.0), u64::try_from(r.raw())) {
+                    if let Some(p) = a.checked_mul(b) {
+                        const ONE: u64 = Ratio::ONE_RAW as u64;
+                        let q = match round {
+                            Round::Floor => p / ONE,
+                            Round::Ceil => p.div_ceil(ONE),
+                        };
+                        // q < 2^64 / 10^8 < 2^37: fits every inner type.
+                        return Ok(Self(q as $inner));
+                    }
+                }
+                self.mul_ratio_wide(r, round)
+            }
+            /// [`Self::mul_ratio`] for a negative operand or a product beyond 64 bits.
+            #[inline(never)]
+            fn mul_ratio_wide(self, r: Ratio, round: Round) -> NumResult<Self> {
                 let (q, exact) = mul_pow10_floor_exact(i128::from(self.0), i128::from(r.raw()), Ratio::DECIMALS)?;
                 let v = ceil_if(q, exact, round)?;
                 <$inner>::try_from(v).map(Self).map_err(|_| NumError::Overflow)
@@ -586,6 +600,7 @@ impl FundingIndex {
     }
     /// What a position of `size` owes for an index move of `self` (positive = the position
     /// pays), rounded as asked: `size × Δindex`.
+    #[inline]
     pub fn owed_by(self, size: Size, round: Round) -> NumResult<Quote> {
         const TO_QUOTE: u32 = Size::DECIMALS + FundingIndex::DECIMALS - Quote::DECIMALS;
         let (q, exact) = mul_pow10_floor_exact(size.0, self.0, TO_QUOTE)?;
@@ -757,6 +772,18 @@ mod tests {
         #[test]
         fn pow10_division_matches_plain_division(n in any::<i128>(), k in prop_oneof![Just(8u32), Just(10), Just(18), 1u32..20]) {
             prop_assert_eq!(div_pow10_floor_exact(n, k), div_floor_exact(n, pow10(k)).unwrap());
+        }
+
+        /// `mul_ratio`'s 64-bit path agrees with the general one, at every magnitude and sign.
+        #[test]
+        fn mul_ratio_fast_path_matches_the_general_one(
+            q in prop_oneof![0i128..1 << 40, -(1i128 << 40)..0, any::<i64>().prop_map(i128::from), any::<i128>()],
+            r in prop_oneof![0i64..=Ratio::ONE_RAW, any::<i64>()],
+        ) {
+            let (q, r) = (Quote::from_raw(q), Ratio::from_raw(r));
+            for round in [Round::Floor, Round::Ceil] {
+                prop_assert_eq!(q.mul_ratio(r, round), q.mul_ratio_wide(r, round));
+            }
         }
 
         /// The fast paths agree with a 256-bit reference on every sign and magnitude.
