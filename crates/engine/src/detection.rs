@@ -18,6 +18,17 @@
 //! moves a buffer re-files the bucket: the engine does that for every bucket a command touches,
 //! for every holder of a market on funding and on a rise of its volatility fraction.
 //!
+//! Any trigger between the price and the bound is as correct (it only fires earlier, and the
+//! bucket is then evaluated and filed afresh), which keeps most re-filings out of the ordered
+//! sets:
+//! - a bound further than [`HORIZON`] of the price is filed at the horizon, and a falling bound
+//!   at or below zero at zero (no positive price reaches it);
+//! - a bucket whose filed triggers still lie between the price and its new bounds keeps them
+//!   ([`TriggerIndex::update`]).
+//!
+//! Most accounts of a venue are far from liquidation: their fills and funding payments then
+//! cost no set operation at all.
+//!
 //! The index is derived data (rebuilt from the accounts on load) and never reaches an output
 //! except through the sorted lists it returns.
 
@@ -84,12 +95,37 @@ pub struct Term {
     pub weight: i128,
 }
 
-/// The entries of a bucket with buffer `equity − maintenance` and these terms.
+/// How far from the price a trigger is filed at most, as a fraction of the price (1/2): a bound
+/// further away is filed at this distance. Far buckets then file the same trigger fill after fill
+/// (see [`TriggerIndex::update`]); they fire only after a move of half the price, are evaluated
+/// and filed again. A 30% crash step never reaches them.
+pub const HORIZON: (i64, i64) = (1, 2);
+
+/// What one term of a bucket files: the trigger, and the bound it stands for (the exact price at
+/// which the term's loss could exceed its budget). Any filed trigger between the price and the
+/// bound is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filing {
+    pub filed: Filed,
+    pub bound: i64,
+}
+
+impl Filing {
+    /// Whether a trigger filed earlier for this term still fires no later than the bound.
+    fn covered_by(&self, earlier: &Filed) -> bool {
+        let f = &self.filed;
+        (earlier.source, earlier.rises) == (f.source, f.rises)
+            && if f.rises { earlier.trigger <= self.bound } else { earlier.trigger >= self.bound }
+    }
+}
+
+/// The filings of a bucket with buffer `equity − maintenance` and these terms.
 ///
 /// Each term's budget is `⌊budget × weight / Σ weights⌋` and its distance
-/// `⌊b × 10^18 / (exposure × slope)⌋`, both rounded down. Computed in 128 bits, with 256-bit
-/// intermediates only where a product overflows (every fill re-files two buckets).
-pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filed; 2]> {
+/// `⌊b × 10^18 / (exposure × slope)⌋`, both rounded down; the bound is the price moved by the
+/// distance, the filed trigger the bound brought within [`HORIZON`] (a falling bound ≤ 0: 0).
+/// Computed in 128 bits, with 256-bit intermediates only where a product overflows.
+pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filing; 2]> {
     let allowance = ALLOWANCE_PER_TERM * (terms.len() as i128 + 1);
     let budget = buffer.raw().saturating_sub(allowance).max(0);
     let total = terms.iter().try_fold(0i128, |sum, t| sum.checked_add(t.weight.max(0)));
@@ -113,8 +149,15 @@ pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filed; 2]> {
             };
             let distance = i64::try_from(distance).unwrap_or(i64::MAX);
             let p0 = t.price.raw();
-            let trigger = if t.rises { p0.saturating_add(distance) } else { p0.saturating_sub(distance) };
-            Filed { source: t.source, rises: t.rises, trigger }
+            let horizon = p0 / HORIZON.1 * HORIZON.0;
+            let (bound, trigger) = if t.rises {
+                let bound = p0.saturating_add(distance);
+                (bound, bound.min(p0.saturating_add(horizon)))
+            } else {
+                let bound = p0.saturating_sub(distance);
+                (bound, if bound <= 0 { 0 } else { bound.max(p0 - horizon) })
+            };
+            Filing { filed: Filed { source: t.source, rises: t.rises, trigger }, bound }
         })
         .collect()
 }
@@ -242,6 +285,28 @@ impl TriggerIndex {
         }));
         self.any[account / 64] |= 1 << (account % 64);
         self.buckets += 1;
+    }
+
+    /// File `key` for `filings`, unless what it has filed still covers them: the same terms,
+    /// each trigger still between the price and its new bound. Then nothing moves (most
+    /// re-filings, see [`HORIZON`]). During a price step's pops everything is filed afresh, as
+    /// the popped entries have left their sets.
+    pub fn update(&mut self, key: Key, filings: &[Filing]) {
+        if self.popped.is_empty() && self.covers(key, filings) {
+            return;
+        }
+        self.file(key, filings.iter().map(|f| f.filed).collect());
+    }
+
+    /// Whether `key` has filed exactly one entry per filing, in order, each covering it.
+    fn covers(&self, key: Key, filings: &[Filing]) -> bool {
+        let (account, bucket) = ((key >> 32) as usize, key as u32);
+        if filings.is_empty() || !self.any_filed(account) {
+            return false;
+        }
+        let mut mine = self.filed[account].iter().filter(|e| e.bucket == bucket);
+        let covered = filings.iter().all(|f| mine.next().is_some_and(|e| f.covered_by(&e.filed())));
+        covered && mine.next().is_none()
     }
 
     /// Take `key` out of the index.
@@ -418,7 +483,7 @@ mod tests {
         let f = triggers(q("4800"), &[long(0, 100_000_000, "50000")]);
         assert_eq!(f.len(), 1);
         let exact = px("45200").raw();
-        assert!(f[0].trigger >= exact && f[0].trigger - exact <= 1_000, "{}", f[0].trigger);
+        assert!(f[0].filed.trigger >= exact && f[0].filed.trigger - exact <= 1_000, "{}", f[0].filed.trigger);
     }
 
     #[test]
@@ -426,7 +491,7 @@ mod tests {
         // 1 BTC short, buffer 1,050, r_max 5%: the loss per dollar is 1.05, so 1,000 of move.
         let t = Term { rises: true, slope: 105_000_000, ..long(0, 100_000_000, "50000") };
         let f = triggers(q("1050.000008"), &[t]);
-        assert_eq!(f[0].trigger, px("51000").raw());
+        assert_eq!(f[0].filed.trigger, px("51000").raw());
     }
 
     #[test]
@@ -435,10 +500,56 @@ mod tests {
         let b = Term { source: Source::Market(1), ..long(1, 300_000_000, "100") };
         let f = triggers(q("40.000012"), &[a, b]);
         // 10 to a (1 unit: 10 of price), 30 to b (3 units: 10 of price).
-        assert_eq!(f[0].trigger, px("90").raw());
-        assert_eq!(f[1].trigger, px("90").raw());
+        assert_eq!(f[0].filed.trigger, px("90").raw());
+        assert_eq!(f[1].filed.trigger, px("90").raw());
         let none = triggers(q("-5"), &[a]);
-        assert_eq!(none[0].trigger, px("100").raw(), "no buffer: any fall fires");
+        assert_eq!(none[0].filed.trigger, px("100").raw(), "no buffer: any fall fires");
+    }
+
+    #[test]
+    fn far_bounds_are_filed_at_the_horizon() {
+        // 1 BTC at 50,000. A buffer of 30,000 puts a long's bound at 20,000: filed at 25,000,
+        // half the price away. A buffer of 60,000 puts it below zero: filed at zero, never fired.
+        let far = triggers(q("30000"), &[long(0, 100_000_000, "50000")]);
+        assert!(far[0].bound < px("20000").raw() + 1_000 && far[0].bound >= px("20000").raw());
+        assert_eq!(far[0].filed.trigger, px("25000").raw());
+        let never = triggers(q("60000"), &[long(0, 100_000_000, "50000")]);
+        assert!(never[0].bound < 0);
+        assert_eq!(never[0].filed.trigger, 0);
+        // A short with the same buffer: bound near 80,000, filed at 75,000.
+        let short = Term { rises: true, ..long(0, 100_000_000, "50000") };
+        let f = triggers(q("30000"), &[short]);
+        assert_eq!(f[0].filed.trigger, px("75000").raw());
+    }
+
+    #[test]
+    fn a_bucket_keeps_its_entries_while_they_cover_its_bounds() {
+        let mut ix = TriggerIndex::default();
+        let filing = |trigger: i64, bound: i64| Filing {
+            filed: Filed { source: Source::Market(0), rises: false, trigger },
+            bound,
+        };
+        ix.update(7, &[filing(90, 90)]);
+        assert_eq!(ix.pop_crossed(Source::Market(0), Price::from_raw(95)), Vec::<Key>::new());
+        ix.end_pops();
+        // The bound moved away (more margin): the entry at 90 still fires first, so it stays.
+        ix.update(7, &[filing(60, 60)]);
+        let crossed = ix.pop_crossed(Source::Market(0), Price::from_raw(90));
+        assert_eq!(crossed, vec![7], "still filed at 90");
+        ix.remove(7);
+        ix.end_pops();
+        // The bound moved closer (less margin): re-filed at the new trigger.
+        ix.update(7, &[filing(90, 90)]);
+        ix.update(7, &[filing(95, 95)]);
+        assert_eq!(ix.pop_crossed(Source::Market(0), Price::from_raw(94)), vec![7]);
+        ix.remove(7);
+        ix.end_pops();
+        // A different set of terms is filed afresh.
+        ix.update(7, &[filing(50, 50)]);
+        let other = Filing { filed: Filed { source: Source::Market(1), rises: true, trigger: 200 }, bound: 300 };
+        ix.update(7, &[filing(40, 40), other]);
+        assert_eq!(ix.holders(1), vec![7]);
+        assert!(ix.is_consistent());
     }
 
     /// The buffer split and distances of [`triggers`] as plain 256-bit formulas.
@@ -488,8 +599,22 @@ mod tests {
                     weight,
                 })
                 .collect();
-            let fast: Vec<i64> = triggers(Quote::from_raw(buffer), &terms).iter().map(|f| f.trigger).collect();
-            proptest::prop_assert_eq!(fast, triggers_wide(Quote::from_raw(buffer), &terms));
+            let filings = triggers(Quote::from_raw(buffer), &terms);
+            let bounds: Vec<i64> = filings.iter().map(|f| f.bound).collect();
+            proptest::prop_assert_eq!(bounds, triggers_wide(Quote::from_raw(buffer), &terms));
+            // Each filed trigger lies between the price and its bound, at most half the price
+            // away; a falling bound at or below zero files zero.
+            for (f, t) in filings.iter().zip(&terms) {
+                let (p0, trigger) = (t.price.raw(), f.filed.trigger);
+                let reach = p0 / 2;
+                if t.rises {
+                    proptest::prop_assert_eq!(trigger, f.bound.min(p0 + reach));
+                } else if f.bound <= 0 {
+                    proptest::prop_assert_eq!(trigger, 0);
+                } else {
+                    proptest::prop_assert_eq!(trigger, f.bound.max(p0 - reach));
+                }
+            }
         }
     }
 

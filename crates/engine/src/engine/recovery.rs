@@ -516,15 +516,19 @@ impl Engine {
                     std::hint::black_box(ahead.iter().fold(0, |x, &k| x ^ self.warm(k)));
                 }
                 let (a, bucket) = unkey(k);
-                self.index.remove(k);
                 let Ok((h, risks)) = bucket_health_and_risks(&self.accounts[a as usize], bucket, self.prices(self.now))
                 else {
+                    self.index.remove(k);
                     continue;
                 };
                 let liquidating = self.liquidations.contains_key(&k);
                 if !(liquidating || h.is_liquidatable()) {
+                    // Re-filed, or kept when its entries still cover it.
                     self.refile(k, &h);
-                } else if stepped.binary_search(&k).is_err() {
+                    continue;
+                }
+                self.index.remove(k);
+                if stepped.binary_search(&k).is_err() {
                     due.push((h, k, id_prefix(&self.account_ids[a as usize])));
                     ranked.push(risks);
                 } else if !liquidating {
@@ -620,7 +624,7 @@ impl Engine {
         let (a, bucket) = unkey(k);
         let terms = self.terms(&self.accounts[a as usize], bucket);
         let buffer = h.equity.checked_sub(h.maintenance).unwrap_or(Quote::ZERO);
-        self.index.file(k, triggers(buffer, &terms));
+        self.index.update(k, &triggers(buffer, &terms));
     }
 
     /// The risk terms of a bucket (see [`crate::detection`]).
