@@ -287,26 +287,43 @@ impl TriggerIndex {
         self.buckets += 1;
     }
 
-    /// File `key` for `filings`, unless what it has filed still covers them: the same terms,
-    /// each trigger still between the price and its new bound. Then nothing moves (most
-    /// re-filings, see [`HORIZON`]). During a price step's pops everything is filed afresh, as
-    /// the popped entries have left their sets.
+    /// File `key` for `filings`, keeping each entry it has filed that still covers its term
+    /// (the same source and side, the trigger still between the price and the new bound): only
+    /// the other entries move. Every trigger still fires no later than its new bound, so the
+    /// bucket is covered (most re-filings move nothing, see [`HORIZON`]). During a price step's
+    /// pops everything is filed afresh, as the popped entries have left their sets.
     pub fn update(&mut self, key: Key, filings: &[Filing]) {
-        if self.popped.is_empty() && self.covers(key, filings) {
+        let (account, bucket) = ((key >> 32) as usize, key as u32);
+        if !self.popped.is_empty() || !self.any_filed(account) {
+            return self.file(key, filings.iter().map(|f| f.filed).collect());
+        }
+        let entries = &self.filed[account];
+        let mine = || entries.iter().filter(|e| e.bucket == bucket).map(Entry::filed);
+        let stale: SmallVec<[Filed; 2]> = mine().filter(|e| !filings.iter().any(|f| f.covered_by(e))).collect();
+        let fresh: SmallVec<[Filed; 2]> =
+            filings.iter().filter(|f| !mine().any(|e| f.covered_by(&e))).map(|f| f.filed).collect();
+        if stale.is_empty() && fresh.is_empty() {
             return;
         }
-        self.file(key, filings.iter().map(|f| f.filed).collect());
-    }
-
-    /// Whether `key` has filed exactly one entry per filing, in order, each covering it.
-    fn covers(&self, key: Key, filings: &[Filing]) -> bool {
-        let (account, bucket) = ((key >> 32) as usize, key as u32);
-        if filings.is_empty() || !self.any_filed(account) {
-            return false;
+        let had = mine().next().is_some();
+        for f in &stale {
+            self.sets(f.source).side(f.rises).remove(&(position(f), key));
         }
-        let mut mine = self.filed[account].iter().filter(|e| e.bucket == bucket);
-        let covered = filings.iter().all(|f| mine.next().is_some_and(|e| f.covered_by(&e.filed())));
-        covered && mine.next().is_none()
+        let entries = &mut self.filed[account];
+        entries.retain(|e| e.bucket != bucket || !stale.contains(&e.filed()));
+        let has = !filings.is_empty();
+        entries.extend(fresh.iter().map(|f| Entry { trigger: f.trigger, source: f.source, bucket, rises: f.rises }));
+        if entries.is_empty() {
+            self.any[account / 64] &= !(1 << (account % 64));
+        }
+        for f in &fresh {
+            self.sets(f.source).side(f.rises).insert((position(f), key));
+        }
+        match (had, has) {
+            (false, true) => self.buckets += 1,
+            (true, false) => self.buckets -= 1,
+            _ => {}
+        }
     }
 
     /// Take `key` out of the index.
@@ -544,12 +561,21 @@ mod tests {
         assert_eq!(ix.pop_crossed(Source::Market(0), Price::from_raw(94)), vec![7]);
         ix.remove(7);
         ix.end_pops();
-        // A different set of terms is filed afresh.
+        // A new term is filed next to a covering entry, which stays where it was.
         ix.update(7, &[filing(50, 50)]);
         let other = Filing { filed: Filed { source: Source::Market(1), rises: true, trigger: 200 }, bound: 300 };
         ix.update(7, &[filing(40, 40), other]);
         assert_eq!(ix.holders(1), vec![7]);
         assert!(ix.is_consistent());
+        assert_eq!(ix.pop_crossed(Source::Market(0), Price::from_raw(45)), vec![7], "still filed at 50");
+        ix.remove(7);
+        ix.end_pops();
+        // A term that is gone (a closed position) takes its entry with it.
+        ix.update(7, &[filing(40, 40), other]);
+        ix.update(7, &[other]);
+        assert_eq!((ix.holders(0), ix.holders(1)), (vec![], vec![7]));
+        ix.update(7, &[]);
+        assert!(ix.is_empty() && ix.is_consistent());
     }
 
     /// The buffer split and distances of [`triggers`] as plain 256-bit formulas.

@@ -505,11 +505,15 @@ impl Engine {
         while !keys.is_empty() {
             keys.sort_unstable();
             keys.dedup();
-            let mut due = Vec::with_capacity(keys.len());
-            let mut ranked = Vec::with_capacity(keys.len());
-            stepped.reserve(keys.len());
-            // Only a batch (a price step) meets cold buckets; a fill's two are already cached.
+            // Only a batch (a price step) meets cold buckets; a fill's two are already cached,
+            // and most commands liquidate nobody: nothing is allocated for them.
             let warm = keys.len() > WARM_AHEAD;
+            let (mut due, mut ranked) = (Vec::new(), Vec::new());
+            if warm {
+                due.reserve(keys.len());
+                ranked.reserve(keys.len());
+                stepped.reserve(keys.len());
+            }
             for (i, &k) in keys.iter().enumerate() {
                 if warm && i % WARM_AHEAD == 0 {
                     let ahead = &keys[i..keys.len().min(i + WARM_AHEAD)];
