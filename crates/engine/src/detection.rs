@@ -101,21 +101,44 @@ pub struct Term {
 /// and filed again. A 30% crash step never reaches them.
 pub const HORIZON: (i64, i64) = (1, 2);
 
-/// What one term of a bucket files: the trigger, and the bound it stands for (the exact price at
-/// which the term's loss could exceed its budget). Any filed trigger between the price and the
-/// bound is valid.
+/// What one term of a bucket files: the trigger, and the bound it stands for — the exact price
+/// at which the term's loss could exceed its budget, `price ± ⌊num / den⌋`. Any filed trigger
+/// between the price and the bound is valid. The distance is kept as a fraction so that the
+/// common questions (beyond the horizon? still covered?) are multiplications, not divisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Filing {
     pub filed: Filed,
-    pub bound: i64,
+    price: i64,
+    /// `b × 10^18` and `exposure × slope` (both ≥ 0, `den` ≥ 1); `(distance, 1)` when a product
+    /// overflows 128 bits.
+    num: i128,
+    den: i128,
 }
 
 impl Filing {
+    /// The bound: `price − distance` for a falling term, `price + distance` for a rising one.
+    pub fn bound(&self) -> i64 {
+        let distance = i64::try_from(self.num / self.den).unwrap_or(i64::MAX);
+        if self.filed.rises {
+            self.price.saturating_add(distance)
+        } else {
+            self.price.saturating_sub(distance)
+        }
+    }
+
+    /// Whether the distance is at least `d`: `⌊num/den⌋ ≥ d ⇔ num ≥ d × den`.
+    fn reaches(&self, d: i64) -> bool {
+        d <= 0 || i128::from(d).checked_mul(self.den).is_some_and(|x| x <= self.num)
+    }
+
     /// Whether a trigger filed earlier for this term still fires no later than the bound.
     fn covered_by(&self, earlier: &Filed) -> bool {
         let f = &self.filed;
-        (earlier.source, earlier.rises) == (f.source, f.rises)
-            && if f.rises { earlier.trigger <= self.bound } else { earlier.trigger >= self.bound }
+        let gap = match f.rises {
+            true => earlier.trigger.saturating_sub(self.price),
+            false => self.price.saturating_sub(earlier.trigger),
+        };
+        (earlier.source, earlier.rises) == (f.source, f.rises) && self.reaches(gap)
     }
 }
 
@@ -124,7 +147,8 @@ impl Filing {
 /// Each term's budget is `⌊budget × weight / Σ weights⌋` and its distance
 /// `⌊b × 10^18 / (exposure × slope)⌋`, both rounded down; the bound is the price moved by the
 /// distance, the filed trigger the bound brought within [`HORIZON`] (a falling bound ≤ 0: 0).
-/// Computed in 128 bits, with 256-bit intermediates only where a product overflows.
+/// Computed in 128 bits, with 256-bit intermediates only where a product overflows; the
+/// distance is divided out only for a bound within the horizon.
 pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filing; 2]> {
     let allowance = ALLOWANCE_PER_TERM * (terms.len() as i128 + 1);
     let budget = buffer.raw().saturating_sub(allowance).max(0);
@@ -142,22 +166,24 @@ pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filing; 2]> {
             };
             // Δp_raw = b_raw·1e-6 / (exposure_raw·1e-8 · slope_raw·1e-8) · 1e8 = b·1e18 / (e·s).
             let (e, s) = (t.exposure.max(1), t.slope.max(1));
-            let distance = match e.checked_mul(s) {
-                Some(den) => mul_div(b, pow10(18), den, Round::Floor).unwrap_or(i128::MAX),
-                None => div_wide(I256::from(b) * I256::from(pow10(18)), I256::from(e) * I256::from(s), Round::Floor)
-                    .map_or(i128::MAX, |d| i128::try_from(d).unwrap_or(i128::MAX)),
+            let (num, den) = match (b.checked_mul(pow10(18)), e.checked_mul(s)) {
+                (Some(num), Some(den)) => (num, den),
+                _ => {
+                    let d =
+                        div_wide(I256::from(b) * I256::from(pow10(18)), I256::from(e) * I256::from(s), Round::Floor);
+                    (d.map_or(i128::MAX, |d| i128::try_from(d).unwrap_or(i128::MAX)), 1)
+                }
             };
-            let distance = i64::try_from(distance).unwrap_or(i64::MAX);
             let p0 = t.price.raw();
+            let filing = Filing { filed: Filed { source: t.source, rises: t.rises, trigger: 0 }, price: p0, num, den };
             let horizon = p0 / HORIZON.1 * HORIZON.0;
-            let (bound, trigger) = if t.rises {
-                let bound = p0.saturating_add(distance);
-                (bound, bound.min(p0.saturating_add(horizon)))
-            } else {
-                let bound = p0.saturating_sub(distance);
-                (bound, if bound <= 0 { 0 } else { bound.max(p0 - horizon) })
+            let trigger = match (t.rises, filing.reaches(horizon)) {
+                (true, true) => p0.saturating_add(horizon),
+                (false, true) if filing.reaches(p0) => 0,
+                (false, true) => p0 - horizon,
+                (_, false) => filing.bound(),
             };
-            Filing { filed: Filed { source: t.source, rises: t.rises, trigger }, bound }
+            Filing { filed: Filed { trigger, ..filing.filed }, ..filing }
         })
         .collect()
 }
@@ -528,10 +554,10 @@ mod tests {
         // 1 BTC at 50,000. A buffer of 30,000 puts a long's bound at 20,000: filed at 25,000,
         // half the price away. A buffer of 60,000 puts it below zero: filed at zero, never fired.
         let far = triggers(q("30000"), &[long(0, 100_000_000, "50000")]);
-        assert!(far[0].bound < px("20000").raw() + 1_000 && far[0].bound >= px("20000").raw());
+        assert!(far[0].bound() < px("20000").raw() + 1_000 && far[0].bound() >= px("20000").raw());
         assert_eq!(far[0].filed.trigger, px("25000").raw());
         let never = triggers(q("60000"), &[long(0, 100_000_000, "50000")]);
-        assert!(never[0].bound < 0);
+        assert!(never[0].bound() < 0);
         assert_eq!(never[0].filed.trigger, 0);
         // A short with the same buffer: bound near 80,000, filed at 75,000.
         let short = Term { rises: true, ..long(0, 100_000_000, "50000") };
@@ -543,8 +569,10 @@ mod tests {
     fn a_bucket_keeps_its_entries_while_they_cover_its_bounds() {
         let mut ix = TriggerIndex::default();
         let filing = |trigger: i64, bound: i64| Filing {
+            price: bound,
+            num: 0,
+            den: 1,
             filed: Filed { source: Source::Market(0), rises: false, trigger },
-            bound,
         };
         ix.update(7, &[filing(90, 90)]);
         assert_eq!(ix.pop_crossed(Source::Market(0), Price::from_raw(95)), Vec::<Key>::new());
@@ -563,7 +591,12 @@ mod tests {
         ix.end_pops();
         // A new term is filed next to a covering entry, which stays where it was.
         ix.update(7, &[filing(50, 50)]);
-        let other = Filing { filed: Filed { source: Source::Market(1), rises: true, trigger: 200 }, bound: 300 };
+        let other = Filing {
+            filed: Filed { source: Source::Market(1), rises: true, trigger: 200 },
+            price: 300,
+            num: 0,
+            den: 1,
+        };
         ix.update(7, &[filing(40, 40), other]);
         assert_eq!(ix.holders(1), vec![7]);
         assert!(ix.is_consistent());
@@ -626,7 +659,7 @@ mod tests {
                 })
                 .collect();
             let filings = triggers(Quote::from_raw(buffer), &terms);
-            let bounds: Vec<i64> = filings.iter().map(|f| f.bound).collect();
+            let bounds: Vec<i64> = filings.iter().map(Filing::bound).collect();
             proptest::prop_assert_eq!(bounds, triggers_wide(Quote::from_raw(buffer), &terms));
             // Each filed trigger lies between the price and its bound, at most half the price
             // away; a falling bound at or below zero files zero.
@@ -634,11 +667,11 @@ mod tests {
                 let (p0, trigger) = (t.price.raw(), f.filed.trigger);
                 let reach = p0 / 2;
                 if t.rises {
-                    proptest::prop_assert_eq!(trigger, f.bound.min(p0 + reach));
-                } else if f.bound <= 0 {
+                    proptest::prop_assert_eq!(trigger, f.bound().min(p0 + reach));
+                } else if f.bound() <= 0 {
                     proptest::prop_assert_eq!(trigger, 0);
                 } else {
-                    proptest::prop_assert_eq!(trigger, f.bound.max(p0 - reach));
+                    proptest::prop_assert_eq!(trigger, f.bound().max(p0 - reach));
                 }
             }
         }
