@@ -85,5 +85,5 @@ fn find(text: &str, nonce: u64) -> Result<(u64, SignedAction, Change)> {
             _ => {}
         }
     }
-    bail!("no propose or guardian command with nonce {nonce} (a guardian line needs a placeholder signature of 128 hex digits)")
+    bail!("no propose or guardian command with nonce {nonce} (a guardian line parses only with a signature field of 128 hex digits: write zeros there, then sign)")
 }
