@@ -32,8 +32,11 @@
 //! The index is derived data (rebuilt from the accounts on load) and never reaches an output
 //! except through the sorted lists it returns.
 
-use crate::account::Bucket;
-use crate::num::{div_wide, mul_div, pow10, Price, Quote, Round};
+use crate::account::{Account, Bucket, Position};
+use crate::asset::Asset;
+use crate::health::PositionRisk;
+use crate::market::Market;
+use crate::num::{checked_mul, div_wide, mul_div, pow10, Price, Quote, Round, RATIO_ONE};
 use ethnum::I256;
 use smallvec::SmallVec;
 use std::collections::BTreeSet;
@@ -95,6 +98,39 @@ pub struct Term {
     pub weight: i128,
 }
 
+impl Term {
+    /// The term of position `pos` in market `m`, at the mark its risk `r` was computed with:
+    /// weighted by its notional there.
+    pub fn of_position(m: u32, market: &Market, pos: &Position, r: &PositionRisk) -> Term {
+        let rises = pos.size.is_negative();
+        let slope = RATIO_ONE + if rises { i128::from(market.max_maintenance_fraction().raw()) } else { 0 };
+        let exposure = pos.size.raw().unsigned_abs().min(i128::MAX as u128) as i128;
+        Term { source: Source::Market(m), rises, price: r.mark, exposure, slope, weight: r.notional.raw() }
+    }
+
+    /// The terms of a cross book's collateral: one per priced asset with a positive amount and
+    /// maintenance weight, weighted by its value at that weight (rounded down).
+    pub fn of_collateral<'a>(account: &'a Account, assets: &'a [Asset]) -> impl Iterator<Item = Term> + 'a {
+        account.collateral.iter().filter_map(|&(a, amount)| {
+            let asset = &assets[a as usize];
+            let weight = asset.params.maintenance_weight;
+            let price = asset.feed.price()?;
+            if !weight.is_positive() || !amount.is_positive() {
+                return None;
+            }
+            let value = amount.value_at(price, Round::Floor).and_then(|v| v.mul_ratio_floor(weight));
+            Some(Term {
+                source: Source::Asset(a),
+                rises: false,
+                price,
+                exposure: amount.raw(),
+                slope: i128::from(weight.raw()),
+                weight: value.map_or(i128::MAX, |v| v.raw()),
+            })
+        })
+    }
+}
+
 /// How far from the price a trigger is filed at most, as a fraction of the price (1/2): a bound
 /// further away is filed at this distance. Far buckets then file the same trigger fill after fill
 /// (see [`TriggerIndex::update`]); they fire only after a move of half the price, are evaluated
@@ -128,7 +164,7 @@ impl Filing {
 
     /// Whether the distance is at least `d`: `⌊num/den⌋ ≥ d ⇔ num ≥ d × den`.
     fn reaches(&self, d: i64) -> bool {
-        d <= 0 || i128::from(d).checked_mul(self.den).is_some_and(|x| x <= self.num)
+        d <= 0 || checked_mul(i128::from(d), self.den).is_some_and(|x| x <= self.num)
     }
 
     /// Whether a trigger filed earlier for this term still fires no later than the bound.
@@ -166,7 +202,7 @@ pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filing; 2]> {
             };
             // Δp_raw = b_raw·1e-6 / (exposure_raw·1e-8 · slope_raw·1e-8) · 1e8 = b·1e18 / (e·s).
             let (e, s) = (t.exposure.max(1), t.slope.max(1));
-            let (num, den) = match (b.checked_mul(pow10(18)), e.checked_mul(s)) {
+            let (num, den) = match (checked_mul(b, pow10(18)), checked_mul(e, s)) {
                 (Some(num), Some(den)) => (num, den),
                 _ => {
                     let d =

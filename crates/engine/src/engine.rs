@@ -9,12 +9,12 @@ use crate::asset::{Asset, AssetParams, SETTLEMENT};
 use crate::command::{
     Command, Deposit, Fill, Funding, OraclePrice, Side, TimedCommand, TransferMargin, TransferTo, Withdraw,
 };
-use crate::detection::{key, Key, TriggerIndex};
+use crate::detection::{key, Key, Term, TriggerIndex};
 use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
 use crate::governance::Governance;
-use crate::health::{bucket_health, bucket_health_with, check_oracles, meets_initial_with, Health, Patch, Prices};
+use crate::health::{bucket_health, bucket_health_each, check_oracles, Health, Patch, Prices};
 use crate::insurance::{FundParams, InsuranceFund, GLOBAL};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
@@ -22,6 +22,7 @@ use crate::oracle::{Action, Validity};
 use crate::withdrawal::Withdrawals;
 pub use recovery::{Backstop, Liquidation, Order, Pacing};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -135,6 +136,14 @@ struct Leg {
     realized: Quote,
     funding_paid: Quote,
     fee: Quote,
+}
+
+/// What a passed margin check saw of one side after the trade: the bucket's health and risk
+/// terms, at the prices the commit leaves in place — enough to re-file the bucket in the
+/// detection index without computing its health again (see [`Engine::commit_trade`]).
+struct Checked {
+    health: Health,
+    terms: SmallVec<[Term; 2]>,
 }
 
 impl Engine {
@@ -659,9 +668,9 @@ impl Engine {
         let fees = (paid.mul_ratio_ceil(buyer_rate)?, paid.mul_ratio_ceil(seller_rate)?);
         let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
         self.check_fill_breakers(m, f, [&trade.buy, &trade.sell], trade.open_interest, ts)?;
-        self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts)?;
+        let checked = self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts)?;
         // Commit.
-        self.commit_trade(&trade, events)?;
+        self.commit_trade(&trade, checked, events)?;
         self.collect_trading_fees(m, trade.buy.fee.checked_add(trade.sell.fee)?)?;
         Ok(())
     }
@@ -692,30 +701,51 @@ impl Engine {
     /// Margin checks of the sides named in `check` (buyer, seller), seeing the open interest
     /// after the trade (it scales initial margin); then, for a trade of the venue's book
     /// (`feeds_mark`), the trade price feeds the mark. Either failure leaves the market as it was.
-    fn check_trade(&mut self, t: &Trade, check: [Option<&str>; 2], feeds_mark: bool, ts: u64) -> Result<(), Reject> {
+    /// Returns what each check saw, unless the trade moved the mark (then it is stale).
+    fn check_trade(
+        &mut self,
+        t: &Trade,
+        check: [Option<&str>; 2],
+        feeds_mark: bool,
+        ts: u64,
+    ) -> Result<[Option<Checked>; 2], Reject> {
         let m = t.market as usize;
         let old_open_interest = std::mem::replace(&mut self.markets[m].open_interest, t.open_interest);
-        let mut checked = Ok(());
-        for (id, leg) in check.iter().zip([&t.buy, &t.sell]) {
-            if let (Ok(()), Some(id)) = (&checked, id) {
-                checked = self.check_leg(id, leg, ts);
+        let mut seen = [None, None];
+        let checked = check.iter().zip([&t.buy, &t.sell]).zip(&mut seen).try_for_each(|((id, leg), seen)| {
+            if let Some(id) = id {
+                *seen = Some(self.check_leg(id, leg, ts)?);
             }
-        }
+            Ok(())
+        });
         let market = &mut self.markets[m];
+        let mark = market.mark();
         let accepted = checked.and_then(|_| match feeds_mark {
             true => Ok(market.feed.on_trade(&market.params.oracle, t.price, ts)?),
             false => Ok(()),
         });
-        if accepted.is_err() {
+        if let Err(e) = accepted {
             market.open_interest = old_open_interest;
+            return Err(e);
         }
-        accepted
+        if market.mark() != mark {
+            seen = [None, None];
+        }
+        Ok(seen)
     }
 
     /// Write a prepared trade: positions, cash, open interest, funding pool, the rounding to
     /// the fee pool; the events of funding settled and of the fill. Fees are the caller's to
     /// credit. Fails only on arithmetic overflow of the fee pool, before anything is written.
-    fn commit_trade(&mut self, t: &Trade, events: &mut Vec<Event>) -> Result<(), Reject> {
+    ///
+    /// A side whose check saw it healthy (`checked`) and that is not in liquidation is re-filed
+    /// in the detection index at once; every other side is left to detection.
+    fn commit_trade(
+        &mut self,
+        t: &Trade,
+        checked: [Option<Checked>; 2],
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
         let fee_pool = self.fee_pool.checked_add(t.rounding)?;
         let market = &mut self.markets[t.market as usize];
         market.open_interest = t.open_interest;
@@ -746,11 +776,17 @@ impl Engine {
             buyer_realized_pnl: t.buy.realized,
             seller_realized_pnl: t.sell.realized,
         })));
-        for leg in [&t.buy, &t.sell] {
+        for (leg, checked) in [&t.buy, &t.sell].into_iter().zip(checked) {
             let account = &mut self.accounts[leg.account as usize];
             account.set_cash(leg.bucket, leg.cash_after);
             account.set_position(leg.bucket, leg.patch.market, leg.patch.position);
-            self.touched.push(key(leg.account, leg.bucket));
+            let k = key(leg.account, leg.bucket);
+            match checked {
+                Some(c) if !c.health.is_liquidatable() && !self.liquidations.contains_key(&k) => {
+                    self.refile(k, &c.health, &c.terms)
+                }
+                _ => self.touched.push(k),
+            }
         }
         Ok(())
     }
@@ -782,7 +818,7 @@ impl Engine {
         Ok(Leg { account: i, bucket, before, patch, cash_after, realized, funding_paid, fee })
     }
 
-    fn check_leg(&self, id: &str, leg: &Leg, ts: u64) -> Result<(), Reject> {
+    fn check_leg(&self, id: &str, leg: &Leg, ts: u64) -> Result<Checked, Reject> {
         let account = &self.accounts[leg.account as usize];
         // New risk is priced with every market of the bucket, so all of them need a price
         // valid for risk-increasing actions (Drift's margin-calculation rule).
@@ -790,10 +826,17 @@ impl Engine {
         if increases {
             check_oracles(account, leg.bucket, Some(&leg.patch), self.prices(ts), Action::IncreaseRisk)?;
         }
-        if meets_initial_with(account, leg.bucket, Some(&leg.patch), self.prices(ts))? {
-            return Ok(());
+        let mut terms = SmallVec::new();
+        let after = bucket_health_each(account, leg.bucket, Some(&leg.patch), self.prices(ts), |m, pos, r| {
+            terms.push(Term::of_position(m, &self.markets[m as usize], pos, r))
+        })?;
+        if leg.bucket == Bucket::Cross {
+            terms.extend(Term::of_collateral(account, &self.assets));
         }
-        let after = bucket_health_with(account, leg.bucket, Some(&leg.patch), self.prices(ts))?;
+        let checked = Checked { health: after, terms };
+        if after.meets_initial() {
+            return Ok(checked);
+        }
         let where_ = self.bucket_label(leg.bucket);
         if increases {
             return Err(Reject::InsufficientMargin {
@@ -805,7 +848,7 @@ impl Engine {
         }
         let before = self.health_of(account, leg.bucket, ts)?;
         if after.no_riskier_than(&before) {
-            Ok(())
+            Ok(checked)
         } else {
             Err(Reject::NotRiskReducing { account: id.to_string(), where_ })
         }

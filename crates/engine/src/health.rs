@@ -85,43 +85,23 @@ pub struct PositionRisk {
 /// an open-interest surge never makes liquidation sell more.
 /// A flat position (an isolated bucket holding only margin) needs no price.
 pub fn position_risk(market: &Market, pos: &Position) -> Result<PositionRisk, Reject> {
-    position_risk_levels(market, pos, Levels::All)
-}
-
-/// Which requirement levels a computation needs: a risk-increasing check that passes needs only
-/// the initial level, which skips the maintenance tiers and the liquidation-end buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Levels {
-    Initial,
-    All,
-}
-
-fn position_risk_levels(market: &Market, pos: &Position, levels: Levels) -> Result<PositionRisk, Reject> {
     match market.mark() {
-        Some(mark) => Ok(position_risk_at(market, pos, mark, levels)?),
+        Some(mark) => Ok(position_risk_at(market, pos, mark)?),
         None if pos.size.is_zero() => Ok(PositionRisk { value: pos.quote, ..PositionRisk::default() }),
         None => Err(Reject::NoPrice(market.id.to_string())),
     }
 }
 
-fn position_risk_at(market: &Market, pos: &Position, mark: Price, levels: Levels) -> NumResult<PositionRisk> {
+fn position_risk_at(market: &Market, pos: &Position, mark: Price) -> NumResult<PositionRisk> {
     let (size_value, notional) = pos.size.value_floor_and_notional_ceil(mark)?;
     let value = size_value.checked_add(pos.quote)?.checked_sub(pos.funding_owed(market.funding_index)?)?;
-    let (mut initial, mut maintenance) = match levels {
-        Levels::All => market.tiers.requirements(notional)?,
-        Levels::Initial => (market.tiers.initial(notional)?, Quote::ZERO),
-    };
+    let (mut initial, mut maintenance) = market.tiers.requirements(notional)?;
     if let Some(vol) = &market.params.volatility_margin {
         initial = initial.max(notional.mul_ratio_ceil(market.vol.initial_fraction(vol)?)?);
+        maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
     }
-    let mut liquidation_end = Quote::ZERO;
-    if levels == Levels::All {
-        if market.params.volatility_margin.is_some() {
-            maintenance = maintenance.max(notional.mul_ratio_ceil(market.vol.fraction)?);
-        }
-        let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
-        liquidation_end = maintenance.checked_add(buffer)?;
-    }
+    let buffer = initial.checked_sub(maintenance)?.mul_ratio_ceil(market.params.liquidation_end_share)?;
+    let liquidation_end = maintenance.checked_add(buffer)?;
     // A breaker or governance multiplier raises only the initial level (never above the
     // notional), so it blocks new risk without liquidating anyone.
     let multiplier = market.initial_multiplier();
@@ -175,28 +155,7 @@ pub fn bucket_positions<'a>(
 
 /// Health of `bucket` of `account`.
 pub fn bucket_health(account: &Account, bucket: Bucket, prices: Prices<'_>) -> Result<Health, Reject> {
-    bucket_health_with(account, bucket, None, prices)
-}
-
-/// Health of `bucket` of `account` as it would be with `patch` applied.
-pub fn bucket_health_with(
-    account: &Account,
-    bucket: Bucket,
-    patch: Option<&Patch>,
-    prices: Prices<'_>,
-) -> Result<Health, Reject> {
-    health_levels(account, bucket, patch, prices, Levels::All)
-}
-
-/// Whether `bucket` with `patch` applied meets its initial requirement, computing only that
-/// level (`Ok(true)`/`Ok(false)`); the full [`Health`] is needed only when it does not.
-pub fn meets_initial_with(
-    account: &Account,
-    bucket: Bucket,
-    patch: Option<&Patch>,
-    prices: Prices<'_>,
-) -> Result<bool, Reject> {
-    Ok(health_levels(account, bucket, patch, prices, Levels::Initial)?.meets_initial())
+    bucket_health_each(account, bucket, None, prices, |_, _, _| {})
 }
 
 /// Each open position of a bucket with its market and risk.
@@ -210,33 +169,24 @@ pub fn bucket_health_and_risks(
     prices: Prices<'_>,
 ) -> Result<(Health, PositionRisks), Reject> {
     let mut risks = SmallVec::new();
-    let h = health_levels_each(account, bucket, None, prices, Levels::All, |m, pos, r| risks.push((m, *pos, *r)))?;
+    let h = bucket_health_each(account, bucket, None, prices, |m, pos, r| risks.push((m, *pos, *r)))?;
     Ok((h, risks))
 }
 
-fn health_levels(
+/// Health of `bucket` of `account` — as it would be with `patch` applied, when given — handing
+/// each open position's risk to `each` on the way (what detection files is built in the same
+/// pass).
+pub fn bucket_health_each(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
     prices: Prices<'_>,
-    levels: Levels,
-) -> Result<Health, Reject> {
-    health_levels_each(account, bucket, patch, prices, levels, |_, _, _| {})
-}
-
-/// [`health_levels`], handing each position's risk to `each` on the way.
-fn health_levels_each(
-    account: &Account,
-    bucket: Bucket,
-    patch: Option<&Patch>,
-    prices: Prices<'_>,
-    levels: Levels,
     mut each: impl FnMut(u32, &Position, &PositionRisk),
 ) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
     let mut add = |m: u32, pos: &Position| -> Result<(), Reject> {
-        let r = position_risk_levels(&prices.markets[m as usize], pos, levels)?;
+        let r = position_risk(&prices.markets[m as usize], pos)?;
         each(m, pos, &r);
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;

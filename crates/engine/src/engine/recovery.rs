@@ -31,7 +31,7 @@ use crate::health::{
 };
 use crate::insurance::{FundParams, InsuranceFund};
 use crate::liquidation::{self as math, LiquidationParams};
-use crate::num::{Price, Quote, Ratio, Round, Size, RATIO_ONE};
+use crate::num::{Price, Quote, Ratio, Round, Size};
 use crate::oracle::Action;
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
@@ -280,11 +280,11 @@ impl Engine {
             if long { (li, ai, (Quote::ZERO, insurance_fee)) } else { (ai, li, (insurance_fee, Quote::ZERO)) };
         let trade = self.prepare_trade(m, buyer, seller, size, price, fees)?;
         let check = if long { [Some(l.liquidator.as_str()), None] } else { [None, Some(l.liquidator.as_str())] };
-        self.check_trade(&trade, check, false, ts)?;
+        let checked = self.check_trade(&trade, check, false, ts)?;
         let f = self.fund_of_market(m);
         let fund_balance = self.insurance[f].balance.checked_add(insurance_fee)?;
         // Commit.
-        self.commit_trade(&trade, events)?;
+        self.commit_trade(&trade, checked, events)?;
         self.insurance[f].balance = fund_balance;
         self.count_liquidated(m, trade.paid, ts, events)?;
         // `self.now` is still the previous command's time here.
@@ -342,7 +342,7 @@ impl Engine {
         let fees = (fee_of(&sides[0], Side::Buyer)?, fee_of(&sides[1], Side::Seller)?);
         let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
         let check = [sides[0].is_none().then_some(f.buyer.as_str()), sides[1].is_none().then_some(f.seller.as_str())];
-        self.check_trade(&trade, check, true, ts)?;
+        let checked = self.check_trade(&trade, check, true, ts)?;
         let mut trading_fees = Quote::ZERO;
         let mut insurance_fees = Quote::ZERO;
         for (s, fee) in sides.iter().zip([fees.0, fees.1]) {
@@ -354,7 +354,7 @@ impl Engine {
         let fund = self.fund_of_market(m);
         let fund_balance = self.insurance[fund].balance.checked_add(insurance_fees)?;
         // Commit.
-        self.commit_trade(&trade, events)?;
+        self.commit_trade(&trade, checked, events)?;
         self.insurance[fund].balance = fund_balance;
         self.collect_trading_fees(m, trading_fees)?;
         self.count_liquidated(m, trade.paid, ts, events)?;
@@ -528,7 +528,8 @@ impl Engine {
                 let liquidating = self.liquidations.contains_key(&k);
                 if !(liquidating || h.is_liquidatable()) {
                     // Re-filed, or kept when its entries still cover it.
-                    self.refile(k, &h);
+                    let terms = self.terms(&self.accounts[a as usize], bucket, &risks);
+                    self.refile(k, &h, &terms);
                     continue;
                 }
                 self.index.remove(k);
@@ -623,44 +624,20 @@ impl Engine {
         }
     }
 
-    /// File `k` in the index with a fresh budget from its health `h`.
-    fn refile(&mut self, k: Key, h: &Health) {
-        let (a, bucket) = unkey(k);
-        let terms = self.terms(&self.accounts[a as usize], bucket);
+    /// File `k` in the index with a fresh budget from its health `h` and its risk `terms`
+    /// (computed in the same pass, at the same prices).
+    pub(super) fn refile(&mut self, k: Key, h: &Health, terms: &[Term]) {
         let buffer = h.equity.checked_sub(h.maintenance).unwrap_or(Quote::ZERO);
-        self.index.update(k, &triggers(buffer, &terms));
+        self.index.update(k, &triggers(buffer, terms));
     }
 
-    /// The risk terms of a bucket (see [`crate::detection`]).
-    fn terms(&self, account: &Account, bucket: Bucket) -> SmallVec<[Term; 2]> {
-        let mut terms = SmallVec::new();
-        for (m, pos) in bucket_positions(account, bucket, None) {
-            let market = &self.markets[m as usize];
-            let Some(mark) = market.mark() else { continue };
-            let rises = pos.size.is_negative();
-            let slope = RATIO_ONE + if rises { i128::from(market.max_maintenance_fraction().raw()) } else { 0 };
-            let notional = pos.size.notional(mark, Round::Ceil).map_or(i128::MAX, |n| n.raw());
-            let exposure = pos.size.raw().unsigned_abs().min(i128::MAX as u128) as i128;
-            terms.push(Term { source: Source::Market(m), rises, price: mark, exposure, slope, weight: notional });
-        }
+    /// The risk terms of a bucket of `account` whose positions have `risks` (see
+    /// [`crate::detection`]).
+    fn terms(&self, account: &Account, bucket: Bucket, risks: &PositionRisks) -> SmallVec<[Term; 2]> {
+        let mut terms: SmallVec<[Term; 2]> =
+            risks.iter().map(|(m, pos, r)| Term::of_position(*m, &self.markets[*m as usize], pos, r)).collect();
         if bucket == Bucket::Cross {
-            for &(a, amount) in &account.collateral {
-                let asset = &self.assets[a as usize];
-                let weight = asset.params.maintenance_weight;
-                let Some(price) = asset.feed.price() else { continue };
-                if !weight.is_positive() || !amount.is_positive() {
-                    continue;
-                }
-                let value = amount.value_at(price, Round::Floor).and_then(|v| v.mul_ratio_floor(weight));
-                terms.push(Term {
-                    source: Source::Asset(a),
-                    rises: false,
-                    price,
-                    exposure: amount.raw(),
-                    slope: i128::from(weight.raw()),
-                    weight: value.map_or(i128::MAX, |v| v.raw()),
-                });
-            }
+            terms.extend(Term::of_collateral(account, &self.assets));
         }
         terms
     }
@@ -680,8 +657,10 @@ impl Engine {
                 if self.liquidations.contains_key(&k) {
                     continue;
                 }
-                if let Ok(h) = self.health_of_key(k) {
-                    self.refile(k, &h);
+                let account = &self.accounts[a as usize];
+                if let Ok((h, risks)) = bucket_health_and_risks(account, bucket, self.prices(self.now)) {
+                    let terms = self.terms(account, bucket, &risks);
+                    self.refile(k, &h, &terms);
                 }
             }
         }
@@ -1168,7 +1147,7 @@ impl Engine {
             let (buyer, seller) = if pos.size.is_positive() { (w, a) } else { (a, w) };
             let trade = self.prepare_trade(m, buyer, seller, size, price, (Quote::ZERO, Quote::ZERO))?;
             let adl_notional = self.totals.adl_notional.checked_add(trade.paid)?;
-            self.commit_trade(&trade, events)?;
+            self.commit_trade(&trade, [None, None], events)?;
             self.totals.adl_notional = adl_notional;
             self.count_liquidated(m, trade.paid, self.now, events)?;
             closed = closed.checked_add(size)?;
