@@ -189,39 +189,43 @@ pub fn triggers(buffer: Quote, terms: &[Term]) -> SmallVec<[Filing; 2]> {
     let allowance = ALLOWANCE_PER_TERM * (terms.len() as i128 + 1);
     let budget = buffer.raw().saturating_sub(allowance).max(0);
     let total = terms.iter().try_fold(0i128, |sum, t| sum.checked_add(t.weight.max(0)));
-    terms
-        .iter()
-        .map(|t| {
-            let weight = t.weight.max(0);
-            let b = match total {
-                Some(0) => 0,
-                Some(total) if weight == total => budget,
-                // b ≤ budget, so the quotient always fits.
-                Some(total) => mul_div(budget, weight, total, Round::Floor).unwrap_or(0),
-                None => wide_share(budget, weight, terms),
-            };
-            // Δp_raw = b_raw·1e-6 / (exposure_raw·1e-8 · slope_raw·1e-8) · 1e8 = b·1e18 / (e·s).
-            let (e, s) = (t.exposure.max(1), t.slope.max(1));
-            let (num, den) = match (checked_mul(b, pow10(18)), checked_mul(e, s)) {
-                (Some(num), Some(den)) => (num, den),
-                _ => {
-                    let d =
-                        div_wide(I256::from(b) * I256::from(pow10(18)), I256::from(e) * I256::from(s), Round::Floor);
-                    (d.map_or(i128::MAX, |d| i128::try_from(d).unwrap_or(i128::MAX)), 1)
-                }
-            };
-            let p0 = t.price.raw();
-            let filing = Filing { filed: Filed { source: t.source, rises: t.rises, trigger: 0 }, price: p0, num, den };
-            let horizon = p0 / HORIZON.1 * HORIZON.0;
-            let trigger = match (t.rises, filing.reaches(horizon)) {
-                (true, true) => p0.saturating_add(horizon),
-                (false, true) if filing.reaches(p0) => 0,
-                (false, true) => p0 - horizon,
-                (_, false) => filing.bound(),
-            };
-            Filing { filed: Filed { trigger, ..filing.filed }, ..filing }
-        })
-        .collect()
+    let mut filings = SmallVec::new();
+    for t in terms {
+        let weight = t.weight.max(0);
+        let b = match total {
+            Some(0) => 0,
+            Some(total) if weight == total => budget,
+            // b ≤ budget, so the quotient always fits.
+            Some(total) => mul_div(budget, weight, total, Round::Floor).unwrap_or(0),
+            None => wide_share(budget, weight, terms),
+        };
+        filings.push(filing(t, b));
+    }
+    filings
+}
+
+/// The filing of term `t` with budget `b` (see [`triggers`]).
+#[inline]
+fn filing(t: &Term, b: i128) -> Filing {
+    // Δp_raw = b_raw·1e-6 / (exposure_raw·1e-8 · slope_raw·1e-8) · 1e8 = b·1e18 / (e·s).
+    let (e, s) = (t.exposure.max(1), t.slope.max(1));
+    let (num, den) = match (checked_mul(b, pow10(18)), checked_mul(e, s)) {
+        (Some(num), Some(den)) => (num, den),
+        _ => {
+            let d = div_wide(I256::from(b) * I256::from(pow10(18)), I256::from(e) * I256::from(s), Round::Floor);
+            (d.map_or(i128::MAX, |d| i128::try_from(d).unwrap_or(i128::MAX)), 1)
+        }
+    };
+    let p0 = t.price.raw();
+    let filing = Filing { filed: Filed { source: t.source, rises: t.rises, trigger: 0 }, price: p0, num, den };
+    let horizon = p0 / HORIZON.1 * HORIZON.0;
+    let trigger = match (t.rises, filing.reaches(horizon)) {
+        (true, true) => p0.saturating_add(horizon),
+        (false, true) if filing.reaches(p0) => 0,
+        (false, true) => p0 - horizon,
+        (_, false) => filing.bound(),
+    };
+    Filing { filed: Filed { trigger, ..filing.filed }, ..filing }
 }
 
 /// `⌊budget × weight / Σ weights⌋` when the sum of the weights overflows 128 bits.
@@ -359,29 +363,41 @@ impl TriggerIndex {
         if !self.popped.is_empty() || !self.any_filed(account) {
             return self.file(key, filings.iter().map(|f| f.filed).collect());
         }
-        let entries = &self.filed[account];
-        let mine = || entries.iter().filter(|e| e.bucket == bucket).map(Entry::filed);
-        let stale: SmallVec<[Filed; 2]> = mine().filter(|e| !filings.iter().any(|f| f.covered_by(e))).collect();
-        let fresh: SmallVec<[Filed; 2]> =
-            filings.iter().filter(|f| !mine().any(|e| f.covered_by(&e))).map(|f| f.filed).collect();
-        if stale.is_empty() && fresh.is_empty() {
+        // One pass over the account's entries: which of the bucket's entries cover no term
+        // (stale), and which terms no entry covers (`fresh[j]`).
+        let mut stale: SmallVec<[usize; 2]> = SmallVec::new();
+        let mut fresh: SmallVec<[bool; 4]> = SmallVec::from_elem(true, filings.len());
+        let mut had = false;
+        for (i, e) in self.filed[account].iter().enumerate().filter(|(_, e)| e.bucket == bucket) {
+            had = true;
+            let mut covers = false;
+            for (f, fresh) in filings.iter().zip(fresh.iter_mut()) {
+                if f.covered_by(&e.filed()) {
+                    covers = true;
+                    *fresh = false;
+                }
+            }
+            if !covers {
+                stale.push(i);
+            }
+        }
+        if stale.is_empty() && !fresh.contains(&true) {
             return;
         }
-        let had = mine().next().is_some();
-        for f in &stale {
-            self.sets(f.source).side(f.rises).remove(&(position(f), key));
+        // Back to front, so that each index still points at its entry.
+        for &i in stale.iter().rev() {
+            let f = self.filed[account].remove(i).filed();
+            self.sets(f.source).side(f.rises).remove(&(position(&f), key));
         }
-        let entries = &mut self.filed[account];
-        entries.retain(|e| e.bucket != bucket || !stale.contains(&e.filed()));
-        let has = !filings.is_empty();
-        entries.extend(fresh.iter().map(|f| Entry { trigger: f.trigger, source: f.source, bucket, rises: f.rises }));
-        if entries.is_empty() {
+        for (f, _) in filings.iter().zip(&fresh).filter(|(_, &fresh)| fresh) {
+            let f = f.filed;
+            self.filed[account].push(Entry { trigger: f.trigger, source: f.source, bucket, rises: f.rises });
+            self.sets(f.source).side(f.rises).insert((position(&f), key));
+        }
+        if self.filed[account].is_empty() {
             self.any[account / 64] &= !(1 << (account % 64));
         }
-        for f in &fresh {
-            self.sets(f.source).side(f.rises).insert((position(f), key));
-        }
-        match (had, has) {
+        match (had, !filings.is_empty()) {
             (false, true) => self.buckets += 1,
             (true, false) => self.buckets -= 1,
             _ => {}

@@ -216,6 +216,14 @@ pub fn div_floor_exact(n: i128, d: i128) -> NumResult<(i128, bool)> {
             return Ok((q, r == 0));
         }
     }
+    // A non-negative quotient (a share of an amount, a distance) by a divisor below 2^64:
+    // compiler-builtins divides that with the hardware's 128-by-64-bit division, where the
+    // signed path takes the general 128-bit routine.
+    if let (Ok(nu), Ok(du)) = (u128::try_from(n), u64::try_from(d)) {
+        let (q, r) = (nu / u128::from(du), nu % u128::from(du));
+        // q ≤ n < 2^127.
+        return Ok((q as i128, r == 0));
+    }
     let q = n.checked_div(d).ok_or(NumError::Overflow)?;
     let r = n - q * d;
     if r != 0 && ((r < 0) != (d < 0)) {

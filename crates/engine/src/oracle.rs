@@ -266,7 +266,8 @@ struct SourcePrice {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OracleFeed {
-    /// Last price per source, sorted by id (so submission order never matters).
+    /// Last price per source, sorted by id (so submission order never matters). Only sources
+    /// the config lists: a new config drops the others ([`OracleFeed::forget_unlisted`]).
     sources: Vec<SourcePrice>,
     price: Option<Price>,
     twap: Option<Price>,
@@ -294,6 +295,13 @@ impl OracleFeed {
         Self::default()
     }
 
+    /// Forget the prices of sources `cfg` does not list: called when a feed's config is
+    /// replaced, so that unlisted sources neither count as fresh nor crowd out listed ones.
+    /// The aggregate price stands until the next submission.
+    pub fn forget_unlisted(&mut self, cfg: &OracleConfig) {
+        self.sources.retain(|s| cfg.weight_of(&s.id).is_some());
+    }
+
     /// Take one source's price at `now`. `publish_ts` is the source's own timestamp. Atomic: on
     /// `Err` nothing changes. On success stores the price, re-aggregates over fresh sources, sets
     /// or clears the jump and divergence flags, advances the TWAP and reports the change.
@@ -316,8 +324,6 @@ impl OracleFeed {
             return Err(OracleError::StalePrice { publish_ts, now, age_ms, max_age_ms: cfg.max_age_ms });
         }
         let mut next = self.clone();
-        // Forget sources the config no longer lists, so they cannot crowd out listed ones.
-        next.sources.retain(|s| cfg.weight_of(&s.id).is_some());
         let entry = SourcePrice { id: source.to_string(), price, publish_ts };
         match next.sources.binary_search_by(|s| s.id.as_str().cmp(source)) {
             Ok(i) if publish_ts < next.sources[i].publish_ts => {
@@ -408,8 +414,8 @@ impl OracleFeed {
         if self.price.is_none() {
             return Validity::Missing;
         }
-        let fresh =
-            self.sources.iter().filter(|s| cfg.is_fresh(s.publish_ts, now) && cfg.weight_of(&s.id).is_some()).count();
+        // Every stored source is listed (see `sources`).
+        let fresh = self.sources.iter().filter(|s| cfg.is_fresh(s.publish_ts, now)).count();
         if fresh == 0 {
             Validity::Stale
         } else if fresh < cfg.min_sources as usize {
@@ -519,6 +525,22 @@ mod tests {
     fn median(weights: &[u32], prices: &[&str]) -> Price {
         let order: Vec<usize> = (0..prices.len()).collect();
         feed_in(&cfg_with(weights), prices, &order, 1).price().unwrap()
+    }
+
+    #[test]
+    fn a_new_config_forgets_the_sources_it_does_not_list() {
+        let three = OracleConfig { min_sources: 2, ..cfg_with(&[1, 1, 1]) };
+        let mut f = feed_in(&three, &["100", "101", "102"], &[0, 1, 2], 10);
+        assert_eq!(f.validity(&three, 10), Valid);
+        // The venue drops s1 and s2: s0 alone is below the quorum of 2.
+        let one_listed = OracleConfig { min_sources: 1, ..cfg_with(&[1]) };
+        let quorum_two = OracleConfig { min_sources: 2, ..one_listed.clone() };
+        f.forget_unlisted(&quorum_two);
+        assert_eq!(f.validity(&quorum_two, 10), LowQuorum, "the unlisted sources no longer count");
+        assert_eq!(f.validity(&one_listed, 10), Valid);
+        assert_eq!(f.price(), Some(p("101")), "the aggregate stands until the next submission");
+        f.submit(&one_listed, "s0", p("99"), 11, 11).unwrap();
+        assert_eq!(f.price(), Some(p("99")));
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Engine {
                 let market = &mut self.markets[m];
                 market.params = (**params).clone();
                 market.tiers = tiers;
+                market.feed.forget_unlisted(&market.params.oracle);
                 // New requirements move every holder's buffer: re-filed after the command.
                 self.touched.extend(self.index.holders(m as u32));
             }
@@ -238,7 +239,9 @@ impl Engine {
             Change::SetAssetParams { asset, params } => {
                 let a = self.asset_idx(asset)? as usize;
                 params.validate()?;
-                self.assets[a].params = params.clone();
+                let asset = &mut self.assets[a];
+                asset.params = params.clone();
+                asset.feed.forget_unlisted(&asset.params.oracle);
                 // New weights move the buffer of every cross book holding the asset.
                 let holders = self.accounts.iter().enumerate().filter(|(_, acc)| !acc.collateral(a as u32).is_zero());
                 let keys: Vec<_> = holders.map(|(i, _)| crate::detection::key(i as u32, Bucket::Cross)).collect();
