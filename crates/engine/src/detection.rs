@@ -454,6 +454,11 @@ impl TriggerIndex {
         // Splitting allocates a node per level of the tree, so a step that crosses a few
         // entries (the common case) removes them one by one; a crash splits.
         let tail = |set: &mut BTreeSet<(i64, Key)>, from: i64| -> Vec<Key> {
+            // Most steps cross nothing: the last entry, down the tree's right edge, says so
+            // without a search.
+            if set.last().is_none_or(|&(at, _)| at < from) {
+                return Vec::new();
+            }
             let few: SmallVec<[(i64, Key); SPLIT_FROM]> = set.range((from, 0)..).take(SPLIT_FROM).copied().collect();
             if few.len() < SPLIT_FROM {
                 for e in &few {

@@ -10,8 +10,10 @@
 //! command's `ts` in unix ms; nothing reads a clock.
 
 use crate::error::{check_range, ParamError};
+use crate::event::Id;
 use crate::num::{div_round, mul_div, NumError, Price, Ratio, Round};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Most sources a feed may hold, configured or not (bounds state size).
 pub const MAX_SOURCES: usize = 32;
@@ -257,7 +259,8 @@ pub struct OracleUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourcePrice {
-    id: String,
+    /// Inline for ids up to 24 bytes: a feed is copied on every submission.
+    id: Id,
     price: Price,
     publish_ts: u64,
 }
@@ -324,7 +327,7 @@ impl OracleFeed {
             return Err(OracleError::StalePrice { publish_ts, now, age_ms, max_age_ms: cfg.max_age_ms });
         }
         let mut next = self.clone();
-        let entry = SourcePrice { id: source.to_string(), price, publish_ts };
+        let entry = SourcePrice { id: Id::from(source), price, publish_ts };
         match next.sources.binary_search_by(|s| s.id.as_str().cmp(source)) {
             Ok(i) if publish_ts < next.sources[i].publish_ts => {
                 let previous_ts = next.sources[i].publish_ts;
@@ -374,7 +377,7 @@ impl OracleFeed {
     /// first price whose cumulative weight × 2 ≥ total weight. Exact, no rounding. Also the
     /// divergence `(max − min) / median`, rounded up (conservative: flags at the boundary).
     fn aggregate(&self, cfg: &OracleConfig, now: u64) -> Result<Option<Aggregate>, NumError> {
-        let mut fresh: Vec<(Price, &str, u64)> = self
+        let mut fresh: SmallVec<[(Price, &str, u64); 8]> = self
             .sources
             .iter()
             .filter(|s| cfg.is_fresh(s.publish_ts, now))
