@@ -83,6 +83,29 @@ fn the_lab_opens_a_position_whose_liquidation_price_is_the_analytic_one() {
     assert_eq!(pos.liquidation_price.unwrap().to_string(), "45180.722892");
 }
 
+/// Padding around fields and the case of the side do not matter; an unknown side is an error
+/// naming the line and the column.
+#[test]
+fn position_fields_are_trimmed_and_sides_read_in_any_case() {
+    let padded = " account , side , size , entry_price , isolated_margin \n alice , LONG , 1 , 50000 , 5000 \n";
+    let dir = dir_with(
+        "padded",
+        &[("s.toml", SINGLE_LONG), ("bars.csv", &falling_bars(50_000.0, 40_000.0, 100)), ("positions.csv", padded)],
+    );
+    let view = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap().engine.view().unwrap();
+    let pos = &view.accounts["alice"].positions[0];
+    assert_eq!((pos.size.to_string(), pos.liquidation_price.unwrap().to_string()), ("1".into(), "45180.722892".into()));
+    let err = load_err(
+        "bad-side",
+        &[
+            ("s.toml", SINGLE_LONG),
+            ("bars.csv", &falling_bars(50_000.0, 40_000.0, 100)),
+            ("positions.csv", "account,side,size,entry_price,isolated_margin\nalice,up,1,50000,5000\n"),
+        ],
+    );
+    assert!(err.contains("side 'up' is not long/short/buy/sell") && err.contains("line 2"), "{err}");
+}
+
 /// On a path falling linearly from 50,000 to 40,000, the position is liquidated at the first
 /// step whose oracle price is at or below 45,180.72, and not before.
 #[test]
