@@ -108,10 +108,16 @@ impl Term {
         Term { source: Source::Market(m), rises, price: r.mark, exposure, slope, weight: r.notional.raw() }
     }
 
-    /// The terms of a cross book's collateral: one per priced asset with a positive amount and
-    /// maintenance weight, weighted by its value at that weight (rounded down).
-    pub fn of_collateral<'a>(account: &'a Account, assets: &'a [Asset]) -> impl Iterator<Item = Term> + 'a {
-        account.collateral.iter().filter_map(|&(a, amount)| {
+    /// The collateral terms of `bucket`: in the cross book, one per priced asset with a positive
+    /// amount and maintenance weight, weighted by its value at that weight (rounded down); none
+    /// in an isolated bucket, which only its own margin backs.
+    pub fn of_collateral<'a>(
+        account: &'a Account,
+        bucket: Bucket,
+        assets: &'a [Asset],
+    ) -> impl Iterator<Item = Term> + 'a {
+        let collateral = if bucket == Bucket::Cross { account.collateral.as_slice() } else { &[] };
+        collateral.iter().filter_map(|&(a, amount)| {
             let asset = &assets[a as usize];
             let weight = asset.params.maintenance_weight;
             let price = asset.feed.price()?;

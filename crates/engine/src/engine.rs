@@ -830,9 +830,7 @@ impl Engine {
         let after = bucket_health_each(account, leg.bucket, Some(&leg.patch), self.prices(ts), |m, pos, r| {
             terms.push(Term::of_position(m, &self.markets[m as usize], pos, r))
         })?;
-        if leg.bucket == Bucket::Cross {
-            terms.extend(Term::of_collateral(account, &self.assets));
-        }
+        terms.extend(Term::of_collateral(account, leg.bucket, &self.assets));
         let checked = Checked { health: after, terms };
         if after.meets_initial() {
             return Ok(checked);

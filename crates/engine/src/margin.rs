@@ -179,8 +179,7 @@ impl TierTable {
 
     /// Initial requirement: `notional × rate(tier) − deduction(tier)`; see [`TierTable::maintenance`].
     pub fn initial(&self, notional: Quote) -> Result<Quote, NumError> {
-        let active = self.active_row(notional)?;
-        self.requirement(notional, active, |r| (r.initial_margin, r.initial_deduction), |n| n.0)
+        Ok(self.requirements(notional)?.0)
     }
 
     /// Maintenance requirement: `notional × rate(tier) − deduction(tier)`, the tier being the
@@ -194,8 +193,7 @@ impl TierTable {
     /// only difference from a plain tier lookup comes from the deductions' round-down: the max
     /// may exceed it by a micro-unit per row, never fall below it. `notional` must be ≥ 0.
     pub fn maintenance(&self, notional: Quote) -> Result<Quote, NumError> {
-        let active = self.active_row(notional)?;
-        self.requirement(notional, active, |r| (r.maintenance_margin, r.maintenance_deduction), |n| n.1)
+        Ok(self.requirements(notional)?.1)
     }
 
     /// Both requirements, `(initial, maintenance)`, sharing the tier lookup (what a health

@@ -365,9 +365,7 @@ impl Engine {
         Ok(PositionView {
             market: market.id.to_string(),
             size: pos.size,
-            // Beyond the price range only for dust charged a socialized loss through the
-            // funding index: the cost per unit of 1e-8 units can exceed any price. Shown as null.
-            entry_price: pos.entry_price().ok().flatten(),
+            entry_price: pos.entry_price(),
             mark_price: market.mark(),
             notional: r.notional,
             unrealized_pnl: pos.unrealized_pnl(r.mark)?,

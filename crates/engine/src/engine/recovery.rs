@@ -636,9 +636,7 @@ impl Engine {
     fn terms(&self, account: &Account, bucket: Bucket, risks: &PositionRisks) -> SmallVec<[Term; 2]> {
         let mut terms: SmallVec<[Term; 2]> =
             risks.iter().map(|(m, pos, r)| Term::of_position(*m, &self.markets[*m as usize], pos, r)).collect();
-        if bucket == Bucket::Cross {
-            terms.extend(Term::of_collateral(account, &self.assets));
-        }
+        terms.extend(Term::of_collateral(account, bucket, &self.assets));
         terms
     }
 
@@ -1197,9 +1195,9 @@ impl Engine {
             candidates.push(Candidate {
                 id: candidates.len() as u32,
                 size: p.size,
-                // A cost per unit beyond the price range (dust charged a socialized loss) ranks
-                // as if entered at the mark rather than stopping the deleveraging.
-                entry_price: p.entry_price().ok().flatten().unwrap_or(mark).max(Price::from_raw(1)),
+                // No entry price in range (dust charged a socialized loss): ranked as if
+                // entered at the mark rather than stopping the deleveraging.
+                entry_price: p.entry_price().unwrap_or(mark).max(Price::from_raw(1)),
                 equity: health.equity,
                 collateral: account.cash(hb),
                 maintenance: health.maintenance,

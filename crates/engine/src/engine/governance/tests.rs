@@ -95,6 +95,24 @@ fn a_loosening_change_waits_the_long_timelock_and_is_revalidated() {
     assert_eq!(s.engine.market(M).unwrap().params.initial_margin, r("0.05"));
 }
 
+/// A parameter set that lists other oracle sources retires the prices of the old ones: the
+/// market's only fresh source (s1) no longer counts, so its oracle is stale until a listed
+/// source publishes.
+#[test]
+fn new_oracle_sources_retire_the_prices_of_the_old_ones() {
+    let mut s = story();
+    let only_s2 = r#"{"type":"set_market_params","market":"BTC-PERP","params":{"initial_margin":"0.1","maintenance_margin":"0.05","oracle":{"sources":[{"id":"s2"}]}}}"#;
+    s.ok(&propose(0, 1, only_s2));
+    s.ok(&approve(0, 1, 1, only_s2));
+    s.ok(&approve(0, 1, 2, only_s2));
+    let events = s.ok(&execute(10_000, 1));
+    let stale = |e: &Event| matches!(e, Event::OracleValidityChanged { to: crate::oracle::Validity::Stale, .. });
+    assert!(events.iter().any(stale), "s1 was fresh (10 s old) but is no longer listed: {events:?}");
+    let events = s.ok(r#"{"ts":10001,"cmd":"oracle","market":"BTC-PERP","source":"s2","price":"100"}"#);
+    let valid = |e: &Event| matches!(e, Event::OracleValidityChanged { to: crate::oracle::Validity::Valid, .. });
+    assert!(events.iter().any(valid), "{events:?}");
+}
+
 #[test]
 fn out_of_bounds_parameters_and_stale_nonces_are_refused() {
     let mut s = story();
