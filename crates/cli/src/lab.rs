@@ -42,12 +42,12 @@ pub fn stress(
         None => eprintln!("setting up {} ({} accounts) ...", loaded.scenario.name, pop.accounts),
     }
     let t0 = std::time::Instant::now();
-    let setup = sim::setup(loaded, seed)?;
+    let mut setup = sim::setup(loaded, seed)?;
     let t_setup = t0.elapsed();
     let pb = bar(setup.prep.steps() as u64, "steps");
     let progress = |done: usize, _total: usize| pb.set_position(done as u64);
     let t1 = std::time::Instant::now();
-    let (result, detail) = setup.run_path(path, !summary_only, Some(&progress));
+    let (result, detail) = setup.run_single(path, !summary_only, Some(&progress));
     let t_run = t1.elapsed();
     pb.finish_and_clear();
     let t2 = std::time::Instant::now();

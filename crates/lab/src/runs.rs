@@ -450,8 +450,8 @@ pub fn compare(
     let mut out = Vec::new();
     for (name, l) in loaded {
         let seed = seed.unwrap_or(l.scenario.seed);
-        let setup = sim::setup(l, seed)?;
-        let (result, detail) = setup.run_path(0, true, None);
+        let mut setup = sim::setup(l, seed)?;
+        let (result, detail) = setup.run_single(0, true, None);
         out.push(Variant { name, setup, result, detail: detail.unwrap_or_default() });
     }
     Ok(out)

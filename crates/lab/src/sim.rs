@@ -204,6 +204,8 @@ pub struct Setup {
     /// Where the engine keeps each book account: its index in `Engine::accounts()` (creation
     /// order), so that the simulation reads an account without a lookup by id.
     slots: Vec<u32>,
+    /// The engine went to [`Setup::run_single`].
+    spent: bool,
 }
 
 /// No engine slot: the account is read by id.
@@ -256,6 +258,38 @@ fn deposit_cmd(ts: u64, account: &str, amount: f64, isolated: Option<&str>) -> T
     }
 }
 
+/// Rewrite a deposit command in place (as [`contract::set_fill`]: no allocation once warm).
+fn set_deposit(cmd: &mut TimedCommand, ts: u64, account: &str, amount: f64, isolated: Option<&str>) {
+    cmd.ts = ts;
+    if let Command::Deposit(d) = &mut cmd.cmd {
+        d.account.clear();
+        d.account.push_str(account);
+        d.amount = usdc(amount);
+        match (isolated, &mut d.isolated) {
+            (Some(m), Some(field)) => {
+                field.clear();
+                field.push_str(m);
+            }
+            (m, field) => *field = m.map(str::to_string),
+        }
+    }
+}
+
+/// The commands that open the book's accounts, rewritten for each one.
+struct Opening {
+    deposit: TimedCommand,
+    fill: TimedCommand,
+}
+
+impl Opening {
+    fn new() -> Self {
+        Opening {
+            deposit: deposit_cmd(0, "", 0.0, None),
+            fill: contract::fill(0, "", "", "", Size::ZERO, Price::ONE, Side::Buyer),
+        }
+    }
+}
+
 /// Build the run: load data, draw the book, set the engine up at the scenario's start.
 pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     let prep = paths::prepare(&loaded)?;
@@ -264,7 +298,8 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     // Initial prices: path 0's first point (the same for every path).
     let mut p0_rng = ChaCha8Rng::seed_from_u64(0);
     let first: Vec<f64> = paths::generate_first(&loaded, &prep, &mut p0_rng);
-    let book = book::build(&loaded, &first, &mut rng)?;
+    let mut book = book::build(&loaded, &first, &mut rng)?;
+    book.sort_by_liquidation_price();
     let ts = loaded.start_ms;
     let mut engine = Engine::new();
     let mut events = Vec::new();
@@ -317,12 +352,13 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     }
     let mut capped = 0usize;
     let first_slot = account_count(&engine);
+    let mut opening = Opening::new();
     for i in 0..book.len() {
         let market = &s.markets[book.market[i] as usize].id;
         // The setup's events are not used: dropped as they come (a book of 10^6 accounts
         // would otherwise keep millions of them).
         events.clear();
-        if open_account(&mut engine, ts, &book, i, market, &mut events, &mut capped)?.is_none() {
+        if open_account(&mut engine, &mut opening, ts, &book, i, market, &mut events, &mut capped)?.is_none() {
             return Err(LabError::Setup(format!(
                 "account '{}' could not open its position ({} {} @ {}) even with 50% more margin",
                 book.ids[i],
@@ -356,13 +392,16 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
         max_leverage,
         market_cdf,
         slots,
+        spent: false,
     })
 }
 
 /// Deposit and open one account's position against the market maker; when the initial check
 /// fails (tiers), add margin in steps of 10% of the notional, up to 5 times.
+#[allow(clippy::too_many_arguments)]
 fn open_account(
     engine: &mut Engine,
+    cmds: &mut Opening,
     ts: u64,
     book: &Book,
     i: usize,
@@ -372,26 +411,21 @@ fn open_account(
 ) -> Result<Option<()>, LabError> {
     let id = &book.ids[i];
     let iso = book.isolated[i].then_some(market);
-    apply(engine, &deposit_cmd(ts, id, book.margin[i], iso), events)?;
+    set_deposit(&mut cmds.deposit, ts, id, book.margin[i], iso);
+    apply(engine, &cmds.deposit, events)?;
     let (buyer, seller, taker) =
         if book.long[i] { (id.as_str(), MM, Side::Buyer) } else { (MM, id.as_str(), Side::Seller) };
-    let fill = contract::fill(
-        ts,
-        market,
-        buyer,
-        seller,
-        size_floor(book.size[i]).max(Size::from_raw(1)),
-        price(book.entry[i]),
-        taker,
-    );
+    let size = size_floor(book.size[i]).max(Size::from_raw(1));
+    contract::set_fill(&mut cmds.fill, ts, market, buyer, seller, size, price(book.entry[i]), taker);
     for attempt in 0..6 {
-        match engine.apply(&fill, events) {
+        match engine.apply(&cmds.fill, events) {
             Ok(()) => return Ok(Some(())),
             Err(_) if attempt < 5 => {
                 if attempt == 0 {
                     *capped += 1;
                 }
-                apply(engine, &deposit_cmd(ts, id, book.size[i] * book.entry[i] * 0.1, iso), events)?;
+                set_deposit(&mut cmds.deposit, ts, id, book.size[i] * book.entry[i] * 0.1, iso);
+                apply(engine, &cmds.deposit, events)?;
             }
             Err(_) => {}
         }
@@ -510,13 +544,39 @@ impl Setup {
         record: bool,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> (PathResult, Option<Detail>) {
-        let (mut run, fundamental) = self.begin(path, record);
+        assert!(!self.spent, "the set-up engine was handed to a single run (Setup::run_single)");
+        self.run_on(self.engine.clone(), path, record, progress)
+    }
+
+    /// Run path `path` on the set-up engine itself instead of a copy, for a command that runs
+    /// one path: copying a million-account engine takes about as long as a quarter of its
+    /// crash. The setup cannot run another path afterwards.
+    pub fn run_single(
+        &mut self,
+        path: u64,
+        record: bool,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    ) -> (PathResult, Option<Detail>) {
+        assert!(!self.spent, "the set-up engine was handed to a single run (Setup::run_single)");
+        self.spent = true;
+        let engine = std::mem::take(&mut self.engine);
+        self.run_on(engine, path, record, progress)
+    }
+
+    fn run_on(
+        &self,
+        engine: Engine,
+        path: u64,
+        record: bool,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    ) -> (PathResult, Option<Detail>) {
+        let (mut run, fundamental) = self.begin(engine, path, record);
         run.simulate(&fundamental, progress);
         run.finish()
     }
 
-    /// A path ready to run: its engine (a clone of the set-up one) and its prices.
-    fn begin(&self, path: u64, record: bool) -> (Run<'_>, Vec<Vec<f64>>) {
+    /// A path ready to run on `engine` (the set-up state): its prices and its bookkeeping.
+    fn begin(&self, engine: Engine, path: u64, record: bool) -> (Run<'_>, Vec<Vec<f64>>) {
         let mut rng = ChaCha8Rng::seed_from_u64(path_seed(self.seed, path));
         let fundamental = paths::generate(&self.loaded, &self.prep, &mut rng);
         let n_m = self.loaded.scenario.markets.len();
@@ -534,7 +594,7 @@ impl Setup {
         });
         let run = Run {
             s: self,
-            engine: self.engine.clone(),
+            engine,
             rng,
             events: Vec::with_capacity(256),
             pending: BTreeMap::new(),
@@ -984,6 +1044,7 @@ impl Run<'_> {
             let lambda = e.per_hour * s.step_ms as f64 / 3_600_000.0;
             if lambda > 0.0 {
                 let count = Poisson::new(lambda).map(|p| p.sample(&mut self.rng)).unwrap_or(0.0) as u64;
+                let mut opening = Opening::new();
                 for _ in 0..count {
                     let (m, long, size, entry, isolated, margin) = book::draw_account(
                         &s.population,
@@ -1000,7 +1061,16 @@ impl Run<'_> {
                     let mut capped = 0;
                     let before = self.engine.totals().deposits;
                     let slot = account_count(&self.engine);
-                    let ok = open_account(&mut self.engine, self.ts, &self.extra, i, &market, &mut events, &mut capped);
+                    let ok = open_account(
+                        &mut self.engine,
+                        &mut opening,
+                        self.ts,
+                        &self.extra,
+                        i,
+                        &market,
+                        &mut events,
+                        &mut capped,
+                    );
                     let created =
                         self.engine.accounts().nth(slot).is_some_and(|(eid, _)| eid.as_str() == self.extra.ids[i]);
                     self.extra_slots.push(if created { slot as u32 } else { NO_SLOT });
@@ -1200,7 +1270,7 @@ capital = 1000000
         )
         .unwrap();
         let setup = super::setup(crate::scenario::load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
-        let (mut run, _) = setup.begin(0, true);
+        let (mut run, _) = setup.begin(setup.engine.clone(), 0, true);
         run.ts = setup.loaded.start_ms + 60_000;
         let crash = TimedCommand {
             ts: run.ts,
