@@ -335,6 +335,12 @@ impl TriggerIndex {
         &mut v[i as usize]
     }
 
+    /// Make room for the slots of `accounts` accounts in all (see [`crate::Engine::reserve_accounts`]).
+    pub fn reserve_accounts(&mut self, accounts: usize) {
+        self.filed.reserve(accounts.saturating_sub(self.filed.len()));
+        self.any.reserve((accounts / 64 + 1).saturating_sub(self.any.len()));
+    }
+
     /// File `key` under `entries`, replacing whatever it had filed.
     pub fn file(&mut self, key: Key, entries: SmallVec<[Filed; 2]>) {
         self.remove(key);

@@ -20,6 +20,7 @@ use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
 use crate::withdrawal::Withdrawals;
+use recovery::Scratch;
 pub use recovery::{Backstop, Liquidation, Order, Pacing};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -81,6 +82,8 @@ pub struct Engine {
     /// instead of walking them all (0 after loading: the first command walks and resets it).
     #[serde(skip)]
     deadline_floor: u64,
+    #[serde(skip)]
+    scratch: Scratch,
 }
 
 impl Default for Engine {
@@ -106,6 +109,7 @@ impl Default for Engine {
             stepped_marks: Vec::new(),
             stepped_assets: Vec::new(),
             deadline_floor: 0,
+            scratch: Scratch::default(),
         }
     }
 }
@@ -296,6 +300,16 @@ impl Engine {
                 Ok((None, Account::default()))
             }
         }
+    }
+
+    /// Make room for `additional` new accounts: a caller that creates many at once (the stress
+    /// lab opening a book of a million) then does not grow the account tables step by step,
+    /// copying them and rehashing the id map each time. Capacity only; the state is unchanged.
+    pub fn reserve_accounts(&mut self, additional: usize) {
+        self.accounts.reserve(additional);
+        self.account_ids.reserve(additional);
+        self.account_index.reserve(additional);
+        self.index.reserve_accounts(self.accounts.len().saturating_add(additional));
     }
 
     fn store_account(&mut self, slot: Option<u32>, id: &str, account: Account) -> Id {

@@ -4,6 +4,7 @@
 use crate::data::read_positions;
 use crate::error::LabError;
 use crate::scenario::{Dist, Loaded, Population};
+use ballast_engine::event::Id;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -11,7 +12,9 @@ use rand_distr::StandardNormal;
 /// One account per row; every account holds one position in one market.
 #[derive(Clone, Debug, Default)]
 pub struct Book {
-    pub ids: Vec<String>,
+    /// Inline strings (ids up to 24 bytes hold no heap pointer): reading an id while opening
+    /// the book in its sorted order reads the row, not a string elsewhere on the heap.
+    pub ids: Vec<Id>,
     pub market: Vec<u32>,
     pub long: Vec<bool>,
     /// Base units.
@@ -30,7 +33,7 @@ impl Book {
         self.ids.is_empty()
     }
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, id: String, market: u32, long: bool, size: f64, entry: f64, isolated: bool, margin: f64) {
+    pub fn push(&mut self, id: Id, market: u32, long: bool, size: f64, entry: f64, isolated: bool, margin: f64) {
         self.ids.push(id);
         self.market.push(market);
         self.long.push(long);
@@ -159,7 +162,7 @@ pub fn build(l: &Loaded, prices: &[f64], rng: &mut ChaCha8Rng) -> Result<Book, L
     let max_lev = max_leverage(l);
     for i in 0..p.accounts {
         let (m, long, size, entry, isolated, margin) = draw_account(p, &cdf, prices, &max_lev, rng);
-        book.push(format!("a{i}"), m, long, size, entry, isolated, margin);
+        book.push(compact_str::format_compact!("a{i}"), m, long, size, entry, isolated, margin);
     }
     Ok(book)
 }

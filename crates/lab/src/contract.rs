@@ -3,7 +3,7 @@
 //! commands the venue sends back (liquidation fills, insurance and backstop funding).
 
 use ballast_engine::command::{Fill, Side};
-use ballast_engine::event::{OrderClosed, OrderSide};
+use ballast_engine::event::{Id, OrderClosed, OrderSide};
 use ballast_engine::num::{Price, Quote, Size};
 use ballast_engine::{parse_line, Command, Engine, Event, TimedCommand};
 use serde_json::json;
@@ -12,8 +12,8 @@ use serde_json::json;
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiqOrder {
     pub order: u64,
-    pub account: String,
-    pub market: String,
+    pub account: Id,
+    pub market: Id,
     /// The liquidated account sells (a long being closed).
     pub sell: bool,
     pub size: Size,
@@ -37,9 +37,7 @@ pub enum LabEvent {
     LiquidationOrderExpired {
         order: u64,
     },
-    LiquidationStarted {
-        account: String,
-    },
+    LiquidationStarted,
     LiquidationEnded,
     BackstopTakeover {
         notional: f64,
@@ -84,8 +82,8 @@ pub fn classify(ev: &Event) -> LabEvent {
         Event::LiquidationOrder { order, account, market, side, size, limit, expires } => {
             LabEvent::LiquidationOrder(LiqOrder {
                 order: *order,
-                account: account.to_string(),
-                market: market.to_string(),
+                account: account.clone(),
+                market: market.clone(),
                 sell: *side == OrderSide::Sell,
                 size: *size,
                 limit: *limit,
@@ -95,7 +93,7 @@ pub fn classify(ev: &Event) -> LabEvent {
         Event::LiquidationOrderClosed { order, reason, .. } if *reason != OrderClosed::Filled => {
             LabEvent::LiquidationOrderExpired { order: *order }
         }
-        Event::LiquidationStarted { account, .. } => LabEvent::LiquidationStarted { account: account.to_string() },
+        Event::LiquidationStarted { .. } => LabEvent::LiquidationStarted,
         Event::LiquidationEnded { .. } => LabEvent::LiquidationEnded,
         Event::BackstopTakeover { notional, .. } => LabEvent::BackstopTakeover { notional: f(*notional) },
         Event::InsurancePaid { amount, balance, .. } => {

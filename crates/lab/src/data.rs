@@ -4,6 +4,7 @@
 use crate::error::LabError;
 use crate::scenario::GapPolicy;
 use crate::time::{format_utc, parse_utc};
+use ballast_engine::event::Id;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -235,7 +236,7 @@ pub fn read_funding(path: &Path) -> Result<Vec<(u64, f64)>, LabError> {
 /// One row of a positions file.
 #[derive(Clone, Debug)]
 pub struct PositionRow {
-    pub account: String,
+    pub account: Id,
     pub market: Option<String>,
     pub long: bool,
     pub size: f64,
@@ -271,7 +272,7 @@ pub fn read_positions(path: &Path) -> Result<Vec<PositionRow>, LabError> {
     while rdr.read_record(&mut record).map_err(|e| csv_err(path, e))? {
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         let cell = Cell { path, line, record: &record, header: &header };
-        let account = cell.text(c(0)).to_string();
+        let account = Id::from(cell.text(c(0)));
         if account.is_empty() {
             return Err(cell.err(c(0), "empty account id".into()));
         }

@@ -353,6 +353,7 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     let mut capped = 0usize;
     let first_slot = account_count(&engine);
     let mut opening = Opening::new();
+    engine.reserve_accounts(book.len());
     for i in 0..book.len() {
         let market = &s.markets[book.market[i] as usize].id;
         // The setup's events are not used: dropped as they come (a book of 10^6 accounts
@@ -827,7 +828,7 @@ impl Run<'_> {
             LabEvent::LiquidationOrderExpired { order } => {
                 self.pending.remove(&order);
             }
-            LabEvent::LiquidationStarted { .. } => self.r.liquidated_accounts += 1,
+            LabEvent::LiquidationStarted => self.r.liquidated_accounts += 1,
             LabEvent::LiquidationEnded => {}
             LabEvent::BackstopTakeover { notional } => {
                 self.r.backstop_taken_notional += notional;
@@ -1053,7 +1054,7 @@ impl Run<'_> {
                         &self.s.max_leverage,
                         &mut self.rng,
                     );
-                    let id = format!("new{}", self.extra.len());
+                    let id = compact_str::format_compact!("new{}", self.extra.len());
                     self.extra.push(id, m, long, size, entry, isolated, margin);
                     let i = self.extra.len() - 1;
                     let market = s.markets[m as usize].id.clone();

@@ -138,6 +138,17 @@ impl Liquidation {
 /// A bucket's positions with their risk, largest maintenance requirement first (ties by market).
 type Ranked = PositionRisks;
 
+/// The lists of a detection pass, empty between commands but keeping their capacity, so that
+/// a command allocates none of them again (a liquidation fill used to allocate five).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Scratch {
+    /// Spare for the buckets a step touches (the engine's `touched` list is the other one).
+    keys: Vec<Key>,
+    stepped: Vec<Key>,
+    due: Vec<(Health, Key, u128)>,
+    ranked: Vec<Ranked>,
+}
+
 /// Buckets warmed at a time by a detection pass (see `Engine::warm`): enough loads in flight
 /// to overlap the misses, few enough that their lines stay in the L1 and L2 caches.
 const WARM_AHEAD: usize = 16;
@@ -486,7 +497,8 @@ impl Engine {
     }
 
     fn detect(&mut self, moves_prices_or_time: bool, events: &mut Vec<Event>) {
-        let mut keys = std::mem::take(&mut self.touched);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut keys = std::mem::replace(&mut self.touched, std::mem::take(&mut scratch.keys));
         self.step_prices(&mut keys);
         let backstop = self.backstop.is_some();
         let now = self.now;
@@ -501,14 +513,14 @@ impl Engine {
         }
         // Each bucket takes at most one step per command; buckets the steps touch (winners of
         // deleveraging, payers of a socialized loss, the vault) are re-filed or start their own.
-        let mut stepped: Vec<Key> = Vec::new();
+        let Scratch { mut stepped, mut due, mut ranked, .. } = scratch;
         while !keys.is_empty() {
             keys.sort_unstable();
             keys.dedup();
-            // Only a batch (a price step) meets cold buckets; a fill's two are already cached,
-            // and most commands liquidate nobody: nothing is allocated for them.
+            // Only a batch (a price step) meets cold buckets; a fill's two are already cached.
             let warm = keys.len() > WARM_AHEAD;
-            let (mut due, mut ranked) = (Vec::new(), Vec::new());
+            due.clear();
+            ranked.clear();
             if warm {
                 due.reserve(keys.len());
                 ranked.reserve(keys.len());
@@ -565,7 +577,8 @@ impl Engine {
                 self.liquidation_step(k, h, &ranked[i], opened[i], events);
             }
             stepped.sort_unstable();
-            keys = std::mem::take(&mut self.touched);
+            keys.clear();
+            std::mem::swap(&mut keys, &mut self.touched);
         }
         // Keep the floor: exact after a walk; otherwise lowered by every liquidation this
         // command changed (each one it touched took a step, a new one starts due at once).
@@ -575,6 +588,10 @@ impl Engine {
         } else {
             stepped.iter().filter_map(|k| self.liquidations.get(k)).map(deadline).fold(self.deadline_floor, u64::min)
         };
+        stepped.clear();
+        due.clear();
+        ranked.clear();
+        self.scratch = Scratch { keys, stepped, due, ranked };
     }
 
     /// Read what a detection pass reads of bucket `k` — its account's cash and positions, its
@@ -691,6 +708,10 @@ impl Engine {
     /// integers is checked with the exact comparison (ratio, id prefix, id, key) in one pass
     /// and re-sorted with it only if the check fails: equal or near-equal ratios.
     fn most_underwater_first(&self, items: &[(Health, Key, u128)]) -> Vec<usize> {
+        // Most passes rank one bucket (a liquidation fill's) or none.
+        if items.len() < 2 {
+            return (0..items.len()).collect();
+        }
         // One `u128` per bucket, sorted with single comparisons: the ratio clamped to 64 bits
         // (order-preserving, ties allowed) above the bucket's position in `items`.
         let clamped = |h: &Health| {

@@ -510,3 +510,23 @@ fn single_account_and_market_views_match_the_state_view() {
     assert_eq!(json(&s.engine.markets_state()), json(&view.markets));
     assert_eq!(json(&s.engine.insurance_state().unwrap()), json(&(view.insurance_funds, view.backstop)));
 }
+
+/// Reserving room for accounts changes nothing a command can see: the same story with and
+/// without it ends in the same state and events, and the index stays consistent.
+#[test]
+fn reserving_accounts_changes_no_outcome() {
+    let story = |reserve: bool| {
+        let mut s = Story::isolated_long_and_short(BTC, "0.008", "0.004", "50000", "5000");
+        let before = s.engine.state_hash();
+        if reserve {
+            s.engine.reserve_accounts(1000);
+            assert_eq!(s.engine.state_hash(), before);
+        }
+        s.deposit_isolated(1, "late", "1000", BTC);
+        let events = s.ok(r#"{"ts":2,"cmd":"oracle","market":"BTC-PERP","source":"s1","price":"40000"}"#);
+        assert!(events.iter().any(|e| matches!(e, Event::LiquidationStarted { .. })));
+        assert!(s.engine.detection_index_is_consistent());
+        (s.engine.state_hash(), events)
+    };
+    assert_eq!(story(true), story(false));
+}
