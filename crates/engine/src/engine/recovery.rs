@@ -497,8 +497,7 @@ impl Engine {
     }
 
     fn detect(&mut self, moves_prices_or_time: bool, events: &mut Vec<Event>) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut keys = std::mem::replace(&mut self.touched, std::mem::take(&mut scratch.keys));
+        let mut keys = std::mem::take(&mut self.touched);
         self.step_prices(&mut keys);
         let backstop = self.backstop.is_some();
         let now = self.now;
@@ -511,9 +510,16 @@ impl Engine {
                     .map(|(&k, _)| k),
             );
         }
+        if keys.is_empty() {
+            // Most commands leave nothing to look at.
+            self.touched = keys;
+            self.keep_deadline_floor(walk, &[]);
+            return;
+        }
+        let Scratch { keys: spare, mut stepped, mut due, mut ranked } = std::mem::take(&mut self.scratch);
+        self.touched = spare;
         // Each bucket takes at most one step per command; buckets the steps touch (winners of
         // deleveraging, payers of a socialized loss, the vault) are re-filed or start their own.
-        let Scratch { mut stepped, mut due, mut ranked, .. } = scratch;
         while !keys.is_empty() {
             keys.sort_unstable();
             keys.dedup();
@@ -580,18 +586,24 @@ impl Engine {
             keys.clear();
             std::mem::swap(&mut keys, &mut self.touched);
         }
-        // Keep the floor: exact after a walk; otherwise lowered by every liquidation this
-        // command changed (each one it touched took a step, a new one starts due at once).
+        self.keep_deadline_floor(walk, &stepped);
+        stepped.clear();
+        due.clear();
+        ranked.clear();
+        self.scratch = Scratch { keys, stepped, due, ranked };
+    }
+
+    /// Keep the deadline floor: exact after a walk of every liquidation; otherwise lowered by
+    /// every liquidation the command stepped (each one it touched took a step, a new one starts
+    /// due at once).
+    fn keep_deadline_floor(&mut self, walk: bool, stepped: &[Key]) {
+        let backstop = self.backstop.is_some();
         let deadline = |l: &Liquidation| l.deadline(&self.markets, backstop);
         self.deadline_floor = if walk {
             self.liquidations.values().map(deadline).min().unwrap_or(u64::MAX)
         } else {
             stepped.iter().filter_map(|k| self.liquidations.get(k)).map(deadline).fold(self.deadline_floor, u64::min)
         };
-        stepped.clear();
-        due.clear();
-        ranked.clear();
-        self.scratch = Scratch { keys, stepped, due, ranked };
     }
 
     /// Read what a detection pass reads of bucket `k` — its account's cash and positions, its
