@@ -5,6 +5,7 @@ use crate::error::LabError;
 use crate::scenario::GapPolicy;
 use crate::time::{format_utc, parse_utc};
 use ballast_engine::event::Id;
+use rayon::prelude::*;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,9 +27,14 @@ pub struct Bars {
 
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, LabError> {
     let file = std::fs::File::open(path).map_err(|e| LabError::io(path, e))?;
-    // Fields are trimmed as they are read (`Cell::text`): csv's own field trimming rebuilds every
-    // record, which costs more than parsing it.
-    Ok(csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::Headers).flexible(false).from_reader(file))
+    Ok(csv_reader(file, true))
+}
+
+/// Fields are trimmed as they are read (`Cell::text`): csv's own field trimming rebuilds every
+/// record, which costs more than parsing it. Without a header the reader accepts rows of any
+/// length, for the caller to check against the header it read elsewhere.
+fn csv_reader<R: std::io::Read>(from: R, has_headers: bool) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().has_headers(has_headers).trim(csv::Trim::Headers).flexible(!has_headers).from_reader(from)
 }
 
 fn csv_err(path: &Path, e: csv::Error) -> LabError {
@@ -248,8 +254,14 @@ pub struct PositionRow {
 /// Read positions: `account,side,size,entry_price,isolated_margin` plus optional `market` and
 /// `cross_margin`. `side` is `long`/`short` (or `buy`/`sell`); an isolated_margin of 0 puts the
 /// position in the cross book, which then needs `cross_margin`.
+///
+/// A file without quotes (every positions file we generate) is cut at line ends into pieces
+/// read in parallel: a million rows take half the time on two cores. The rows keep their order,
+/// and an error names the same line and column as a reading from the top would (the first
+/// piece with an error holds the first bad line).
 pub fn read_positions(path: &Path) -> Result<Vec<PositionRow>, LabError> {
-    let mut rdr = reader(path)?;
+    let bytes = std::fs::read(path).map_err(|e| LabError::io(path, e))?;
+    let mut rdr = csv_reader(&bytes[..], true);
     let header = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
     let cols = columns(
         path,
@@ -264,14 +276,106 @@ pub fn read_positions(path: &Path) -> Result<Vec<PositionRow>, LabError> {
             ("cross_margin", false),
         ],
     )?;
+    // The body starts on the line after the header (past the `\n` of a `\r\n`, which the reader
+    // leaves for the next record).
+    let mut body_start = usize::try_from(rdr.position().byte()).unwrap_or(bytes.len()).min(bytes.len());
+    if bytes.get(body_start) == Some(&b'\n') {
+        body_start += 1;
+    }
+    let (head, body) = bytes.split_at(body_start);
+    let pieces = if body.contains(&b'"') { vec![body] } else { split_lines(body, 4 * rayon::current_num_threads()) };
+    // The line each piece starts on.
+    let mut first_lines = Vec::with_capacity(pieces.len());
+    let mut line = 1 + newlines(head);
+    for piece in &pieces {
+        first_lines.push(line);
+        line += newlines(piece);
+    }
+    let read = |(piece, first): (&&[u8], &u64)| position_rows(path, &header, &cols, piece, *first);
+    let parts: Vec<Result<Vec<PositionRow>, LabError>> = pieces.par_iter().zip(&first_lines).map(read).collect();
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
+    for part in parts {
+        out.append(&mut part?);
+    }
+    if out.is_empty() {
+        return Err(LabError::DataFile { file: path.display().to_string(), message: "no positions".into() });
+    }
+    Ok(out)
+}
+
+/// `body` cut into about `n` pieces, each ending at a line end (the last at the end).
+fn split_lines(body: &[u8], n: usize) -> Vec<&[u8]> {
+    let target = body.len().div_ceil(n.max(1)).max(1);
+    let mut pieces = Vec::with_capacity(n);
+    let mut rest = body;
+    while !rest.is_empty() {
+        let cut = match rest.iter().skip(target).position(|&b| b == b'\n') {
+            Some(i) => target + i + 1,
+            None => rest.len(),
+        };
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// The rows of `piece` (records only, no header), which starts on line `first_line`. Lines are
+/// counted here from the records' byte offsets: the reader's own count depends on the line
+/// ends (`\r\n` or `\n`).
+fn position_rows(
+    path: &Path,
+    header: &csv::StringRecord,
+    cols: &[Option<usize>],
+    piece: &[u8],
+    first_line: u64,
+) -> Result<Vec<PositionRow>, LabError> {
     let c = |i: usize| cols[i].unwrap_or_default();
+    let mut rdr = csv_reader(piece, false);
     let mut out = Vec::new();
     // One record reused for every row: a book of 10^6 positions would otherwise allocate as
     // many records.
     let mut record = csv::StringRecord::new();
-    while rdr.read_record(&mut record).map_err(|e| csv_err(path, e))? {
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let cell = Cell { path, line, record: &record, header: &header };
+    // The last byte offset a line was counted to, and its line.
+    let mut seen = (0usize, first_line);
+    let mut line_at = |position: Option<&csv::Position>| {
+        let mut at = position.map_or(seen.0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        // After a `\r\n` the next record's offset is that of its `\n`.
+        if piece.get(at) == Some(&b'\n') {
+            at += 1;
+        }
+        let at = at.clamp(seen.0, piece.len());
+        seen = (at, seen.1 + newlines(&piece[seen.0..at]));
+        seen.1
+    };
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = line_at(e.position());
+                return Err(LabError::Data {
+                    file: path.display().to_string(),
+                    line,
+                    column: "-".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let line = line_at(record.position());
+        let cell = Cell { path, line, record: &record, header };
+        if record.len() != header.len() {
+            return Err(LabError::Data {
+                file: path.display().to_string(),
+                line,
+                column: "-".into(),
+                message: format!("the row has {} fields and the header {}", record.len(), header.len()),
+            });
+        }
         let account = Id::from(cell.text(c(0)));
         if account.is_empty() {
             return Err(cell.err(c(0), "empty account id".into()));
@@ -310,8 +414,45 @@ pub fn read_positions(path: &Path) -> Result<Vec<PositionRow>, LabError> {
         }
         out.push(PositionRow { account, market, long, size, entry_price, isolated_margin, cross_margin });
     }
-    if out.is_empty() {
-        return Err(LabError::DataFile { file: path.display().to_string(), message: "no positions".into() });
-    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rows` positions `p0`, `p1`, ... (row `i` has size `i + 1`), quoted ids or not, with
+    /// line ends `end`; the row on line `bad_line` (if any) has a negative margin.
+    fn positions_file(name: &str, rows: usize, quoted: bool, end: &str, bad_line: Option<usize>) -> std::path::PathBuf {
+        let mut text = format!("account,side,size,entry_price,isolated_margin{end}");
+        for i in 0..rows {
+            let id = if quoted { format!("\"p{i}\"") } else { format!("p{i}") };
+            let margin = if bad_line == Some(i + 2) { "-1" } else { "100" };
+            text.push_str(&format!("{id},long,{},50000,{margin}{end}", i + 1));
+        }
+        let path = std::env::temp_dir().join(format!("ballast-positions-{}-{name}.csv", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The file is read in pieces (in parallel) unless it has quotes: either way every row comes
+    /// back in order, and an error names the line a reading from the top would, whatever the
+    /// line ends.
+    #[test]
+    fn positions_read_in_pieces_keep_their_order_and_their_line_numbers() {
+        for (name, quoted, end) in [("lf", false, "\n"), ("crlf", false, "\r\n"), ("quoted", true, "\r\n")] {
+            let rows = read_positions(&positions_file(name, 3000, quoted, end, None)).unwrap();
+            assert_eq!(rows.len(), 3000, "{name}");
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!((row.account.as_str(), row.size), (format!("p{i}").as_str(), (i + 1) as f64), "{name}");
+            }
+            for bad in [2, 1700, 3001] {
+                let err = read_positions(&positions_file(name, 3000, quoted, end, Some(bad))).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("line {bad},")) && err.contains("isolated_margin must be >= 0"),
+                    "{name}: {err}"
+                );
+            }
+        }
+    }
 }
