@@ -52,9 +52,11 @@ impl Book {
     /// A memory layout choice: the engine keeps accounts in creation order, so the accounts a
     /// price step liquidates together then sit next to each other, and opening the book files
     /// its detection entries in near order instead of at random places of a million-entry
-    /// index (at 10^6 accounts this halves the time to open the book). The engine ranks
-    /// liquidations by health and then id, so a run's outcome does not depend on it; trader
-    /// behaviour picks accounts by their place in the book.
+    /// index (at 10^6 accounts: the set-up about a sixth shorter, a crash's replay about a
+    /// third, BENCHMARKS.md §6). The engine ranks liquidations by health and then id, so their
+    /// order does not depend on it; exact ties of a deleveraging ranking and the last units of
+    /// a socialized loss go by creation order, and trader behaviour picks accounts by their
+    /// place in the book.
     pub fn sort_by_liquidation_price(&mut self) {
         let runs_out = |i: usize| {
             let d = self.margin[i] / self.size[i];
