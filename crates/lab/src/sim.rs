@@ -550,8 +550,8 @@ impl Setup {
     }
 
     /// Run path `path` on the set-up engine itself instead of a copy, for a command that runs
-    /// one path: copying a million-account engine takes about as long as a quarter of its
-    /// crash. The setup cannot run another path afterwards.
+    /// one path: copying a million-account engine and dropping the copy took about 0.4 s of a
+    /// 3 s replay. The setup cannot run another path afterwards.
     pub fn run_single(
         &mut self,
         path: u64,
