@@ -8,6 +8,7 @@ use ballast_engine::event::Id;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 
 /// One account per row; every account holds one position in one market.
 #[derive(Clone, Debug, Default)]
@@ -58,21 +59,16 @@ impl Book {
     /// a socialized loss go by creation order, and trader behaviour picks accounts by their
     /// place in the book.
     pub fn sort_by_liquidation_price(&mut self) {
-        let runs_out = |i: usize| {
+        // One integer per account that orders like (market, side, price), with the row's index
+        // below it for the ties: a plain integer sort, in parallel.
+        let key = |i: usize| {
             let d = self.margin[i] / self.size[i];
-            if self.long[i] {
-                self.entry[i] - d
-            } else {
-                self.entry[i] + d
-            }
+            let price = if self.long[i] { self.entry[i] - d } else { self.entry[i] + d };
+            (u128::from(self.market[i]) << 65 | u128::from(self.long[i]) << 64 | u128::from(total_order(price)), i)
         };
-        let keys: Vec<(u32, bool, f64)> =
-            (0..self.len()).map(|i| (self.market[i], self.long[i], runs_out(i))).collect();
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (keys[a], keys[b]);
-            x.0.cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.total_cmp(&y.2))
-        });
+        let mut keyed: Vec<(u128, usize)> = (0..self.len()).map(key).collect();
+        keyed.par_sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         self.ids = order.iter().map(|&i| std::mem::take(&mut self.ids[i])).collect();
         for column in [&mut self.size, &mut self.entry, &mut self.margin] {
             *column = order.iter().map(|&i| column[i]).collect();
@@ -81,6 +77,16 @@ impl Book {
             *column = order.iter().map(|&i| column[i]).collect();
         }
         self.market = order.iter().map(|&i| self.market[i]).collect();
+    }
+}
+
+/// `x`'s bits as an unsigned integer ordered like `f64::total_cmp`.
+fn total_order(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
     }
 }
 
@@ -181,6 +187,15 @@ pub fn ratio_f64(raw: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn total_order_sorts_like_total_cmp() {
+        let xs = [f64::NEG_INFINITY, -1e9, -1.5, -0.0, 0.0, 1e-300, 2.5, 45_180.72, f64::INFINITY];
+        for (a, b) in xs.iter().zip(&xs[1..]) {
+            assert!(total_order(*a) < total_order(*b), "{a} {b}");
+            assert_eq!(a.total_cmp(b), total_order(*a).cmp(&total_order(*b)));
+        }
+    }
 
     #[test]
     fn sorting_keeps_each_row_whole_and_orders_by_where_the_margin_runs_out() {
