@@ -853,7 +853,17 @@ impl Engine {
             }
         }
         events.push(Event::LiquidationEnded { account, isolated, reason });
-        self.touched.push(k);
+        // The next round files the bucket again (or starts it over), unless it is an isolated
+        // bucket left flat: its entries left the index when the liquidation started, and it
+        // has nothing to file.
+        let (a, bucket) = unkey(k);
+        let flat_isolated = match bucket {
+            Bucket::Isolated(m) => self.accounts[a as usize].position(bucket, m).size.is_zero(),
+            Bucket::Cross => false,
+        };
+        if !flat_isolated {
+            self.touched.push(k);
+        }
     }
 
     /// One step of `k`; `opened`: its liquidation was opened for this step (the start event
