@@ -430,7 +430,13 @@ impl Engine {
         let isolated = d.isolated.as_deref().map(Id::from);
         let account = self.store_account(slot, &d.account, account);
         self.set_vault_capital(vault_capital);
-        self.touched.push(key(self.account_index[&account], bucket));
+        // USDC only adds to the bucket's buffer, and no risk term: the triggers it has filed
+        // still fire no later than its new bounds (detection.rs). Only a bucket in liquidation,
+        // which the deposit may bring back, needs a look; another asset adds a term.
+        let k = key(self.account_index[&account], bucket);
+        if usdc.is_zero() || self.liquidations.contains_key(&k) {
+            self.touched.push(k);
+        }
         events.push(Event::Deposited { account, asset, amount: d.amount, isolated, balance });
         Ok(())
     }
