@@ -116,8 +116,9 @@ pub struct Account {
     pub collateral: Vec<(AssetIdx, Size)>,
     /// Cross positions, by market.
     pub cross: Entries<Position, 2>,
-    /// Isolated positions, by market.
-    pub isolated: Vec<(MarketIdx, Isolated)>,
+    /// Isolated positions, by market; the first inline (an account rarely isolates more
+    /// than one market), so an isolated account needs no allocation of its own.
+    pub isolated: Entries<Isolated, 1>,
 }
 
 /// Where a market's position of an account lives.

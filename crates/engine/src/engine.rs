@@ -20,12 +20,12 @@ use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
 use crate::oracle::{Action, Validity};
 use crate::withdrawal::Withdrawals;
+use ids::AccountIndex;
 use recovery::Scratch;
 pub use recovery::{Backstop, Liquidation, Order, Pacing};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 
 /// Totals of the settlement asset that entered and left the engine, and of what the recovery
 /// waterfall absorbed. `bad_debt` is the sum of the four channels after it.
@@ -66,7 +66,7 @@ pub struct Engine {
     withdrawals: Withdrawals,
     governance: Governance,
     #[serde(skip)]
-    account_index: HashMap<Id, u32, BuildHasherDefault<IdHasher>>,
+    account_index: AccountIndex,
     #[serde(skip)]
     index: TriggerIndex,
     /// Buckets changed by the current command, to re-file or re-check after it.
@@ -103,7 +103,7 @@ impl Default for Engine {
             next_order: 1,
             withdrawals: Withdrawals::default(),
             governance: Governance::default(),
-            account_index: HashMap::default(),
+            account_index: AccountIndex::default(),
             index: TriggerIndex::default(),
             touched: Vec::new(),
             stepped_marks: Vec::new(),
@@ -186,7 +186,7 @@ impl Engine {
         self.account_ids.iter().zip(&self.accounts)
     }
     pub fn account(&self, id: &str) -> Option<&Account> {
-        self.account_index.get(id).map(|&i| &self.accounts[i as usize])
+        self.account_index.get(&self.account_ids, id).map(|i| &self.accounts[i as usize])
     }
     pub fn market(&self, id: &str) -> Option<&Market> {
         self.markets.iter().find(|m| &*m.id == id)
@@ -204,7 +204,7 @@ impl Engine {
 
     /// Rebuild the derived lookup map after deserializing a snapshot.
     pub fn rebuild_index(&mut self) {
-        self.account_index = self.account_ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
+        self.account_index = AccountIndex::build(&self.account_ids);
         self.rebuild_detection();
     }
 
@@ -284,7 +284,7 @@ impl Engine {
     }
 
     pub(crate) fn account_idx(&self, id: &str) -> Result<u32, Reject> {
-        self.account_index.get(id).copied().ok_or_else(|| Reject::UnknownAccount(id.to_string()))
+        self.account_index.get(&self.account_ids, id).ok_or_else(|| Reject::UnknownAccount(id.to_string()))
     }
 
     fn market_id(&self, m: u32) -> Id {
@@ -293,8 +293,8 @@ impl Engine {
 
     /// The account's slot, creating it (unsaved until the caller writes back) if new.
     fn account_or_new(&self, id: &str) -> Result<(Option<u32>, Account), Reject> {
-        match self.account_index.get(id) {
-            Some(&i) => Ok((Some(i), self.accounts[i as usize].clone())),
+        match self.account_index.get(&self.account_ids, id) {
+            Some(i) => Ok((Some(i), self.accounts[i as usize].clone())),
             None => {
                 valid_id(id)?;
                 Ok((None, Account::default()))
@@ -308,22 +308,23 @@ impl Engine {
     pub fn reserve_accounts(&mut self, additional: usize) {
         self.accounts.reserve(additional);
         self.account_ids.reserve(additional);
-        self.account_index.reserve(additional);
+        self.account_index.reserve(&self.account_ids, additional);
         self.index.reserve_accounts(self.accounts.len().saturating_add(additional));
     }
 
-    fn store_account(&mut self, slot: Option<u32>, id: &str, account: Account) -> Id {
+    /// Writes the account back to its slot, or files it as new; returns its slot and id.
+    fn store_account(&mut self, slot: Option<u32>, id: &str, account: Account) -> (u32, Id) {
         match slot {
             Some(i) => {
                 self.accounts[i as usize] = account;
-                self.account_ids[i as usize].clone()
+                (i, self.account_ids[i as usize].clone())
             }
             None => {
-                let id = Id::from(id);
-                self.account_index.insert(id.clone(), self.accounts.len() as u32);
-                self.account_ids.push(id.clone());
+                let i = self.accounts.len() as u32;
+                self.account_ids.push(Id::from(id));
+                self.account_index.insert(&self.account_ids, i);
                 self.accounts.push(account);
-                id
+                (i, self.account_ids[i as usize].clone())
             }
         }
     }
@@ -428,12 +429,12 @@ impl Engine {
         // Commit.
         let asset = self.commit_total(total, |t| &mut t.deposits, |a| &mut a.deposits);
         let isolated = d.isolated.as_deref().map(Id::from);
-        let account = self.store_account(slot, &d.account, account);
+        let (slot, account) = self.store_account(slot, &d.account, account);
         self.set_vault_capital(vault_capital);
         // USDC only adds to the bucket's buffer, and no risk term: the triggers it has filed
         // still fire no later than its new bounds (detection.rs). Only a bucket in liquidation,
         // which the deposit may bring back, needs a look; another asset adds a term.
-        let k = key(self.account_index[&account], bucket);
+        let k = key(slot, bucket);
         if usdc.is_zero() || self.liquidations.contains_key(&k) {
             self.touched.push(k);
         }
@@ -955,41 +956,6 @@ fn valid_id(id: &str) -> Result<(), Reject> {
     }
 }
 
-/// The hasher of the id lookup map: a multiply-rotate hash over
-/// 8-byte words (the Fx hash of the Rust compiler), several times faster than SipHash on short
-/// ids. The maps are only looked up, never iterated, so their order cannot reach an output; ids
-/// come from the venue, not from anonymous users, so hash flooding is not a concern.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl IdHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-    /// The multiply leaves the low bits (which pick the hash table's slot) depending only on
-    /// the input's low bits; rotating brings the well-mixed high bits down (as rustc-hash 2
-    /// does). Without it, keys that differ only in their high half (the detection index's
-    /// `account << 32 | bucket`) would all share one probe chain.
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
 fn cross_position_conflict(account: &str, market: &str) -> Reject {
     Reject::Conflict(format!(
         "account '{account}' holds a cross position in {market}; close it before isolating that market"
@@ -1004,6 +970,7 @@ enum Total {
 
 mod breakers;
 mod governance;
+mod ids;
 mod recovery;
 #[cfg(test)]
 mod tests;
