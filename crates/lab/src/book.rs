@@ -43,9 +43,7 @@ impl Book {
         self.isolated.push(isolated);
         self.margin.push(margin);
     }
-}
 
-impl Book {
     /// Reorder the accounts by market, side and the price at which their margin runs out
     /// (entry − margin / size for a long, entry + margin / size for a short; stable, so equal
     /// keys keep their order).
