@@ -14,7 +14,7 @@ use crate::error::Reject;
 use crate::event::{Event, Id};
 use crate::funding::premium;
 use crate::governance::Governance;
-use crate::health::{bucket_health, bucket_health_each, check_oracles, Health, Patch, Prices};
+use crate::health::{bucket_health, bucket_health_each, Health, Patch, Prices};
 use crate::insurance::{FundParams, InsuranceFund, GLOBAL};
 use crate::market::{Market, MarketParams};
 use crate::num::{FundingIndex, Price, Quote, Size};
@@ -336,8 +336,7 @@ impl Engine {
     /// A risk-increasing change (withdrawal, transfer out) must leave `bucket` at or above its
     /// initial requirement, with oracles valid for risk-increasing actions.
     fn require_initial(&self, id: &str, account: &Account, bucket: Bucket, ts: u64) -> Result<(), Reject> {
-        check_oracles(account, bucket, None, self.prices(ts), Action::IncreaseRisk)?;
-        let h = self.health_of(account, bucket, ts)?;
+        let h = bucket_health_each(account, bucket, None, Some(Action::IncreaseRisk), self.prices(ts), |_, _, _| {})?;
         if h.meets_initial() {
             return Ok(());
         }
@@ -689,9 +688,10 @@ impl Engine {
         let fees = (paid.mul_ratio_ceil(buyer_rate)?, paid.mul_ratio_ceil(seller_rate)?);
         let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
         self.check_fill_breakers(m, f, [&trade.buy, &trade.sell], trade.open_interest, ts)?;
-        let checked = self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts)?;
+        let mut checked = [None, None];
+        self.check_trade(&trade, [Some(f.buyer.as_str()), Some(f.seller.as_str())], true, ts, &mut checked)?;
         // Commit.
-        self.commit_trade(&trade, checked, events)?;
+        self.commit_trade(&trade, &checked, events)?;
         self.collect_trading_fees(m, trade.buy.fee.checked_add(trade.sell.fee)?)?;
         Ok(())
     }
@@ -722,23 +722,23 @@ impl Engine {
     /// Margin checks of the sides named in `check` (buyer, seller), seeing the open interest
     /// after the trade (it scales initial margin); then, for a trade of the venue's book
     /// (`feeds_mark`), the trade price feeds the mark. Either failure leaves the market as it was.
-    /// Returns what each check saw, unless the trade moved the mark (then it is stale).
+    /// `seen` receives what each check saw, unless the trade moved the mark (then it is stale);
+    /// it is filled in place because what a check saw is large to move around.
     fn check_trade(
         &mut self,
         t: &Trade,
         check: [Option<&str>; 2],
         feeds_mark: bool,
         ts: u64,
-    ) -> Result<[Option<Checked>; 2], Reject> {
+        seen: &mut [Option<Checked>; 2],
+    ) -> Result<(), Reject> {
         let m = t.market as usize;
         let old_open_interest = std::mem::replace(&mut self.markets[m].open_interest, t.open_interest);
-        let mut seen = [None, None];
-        let checked = check.iter().zip([&t.buy, &t.sell]).zip(&mut seen).try_for_each(|((id, leg), seen)| {
-            if let Some(id) = id {
-                *seen = Some(self.check_leg(id, leg, ts)?);
-            }
-            Ok(())
-        });
+        let checked =
+            check.iter().zip([&t.buy, &t.sell]).zip(seen.iter_mut()).try_for_each(|((id, leg), seen)| match id {
+                Some(id) => self.check_leg(id, leg, ts, seen),
+                None => Ok(()),
+            });
         let market = &mut self.markets[m];
         let mark = market.mark();
         let accepted = checked.and_then(|_| match feeds_mark {
@@ -750,9 +750,9 @@ impl Engine {
             return Err(e);
         }
         if market.mark() != mark {
-            seen = [None, None];
+            *seen = [None, None];
         }
-        Ok(seen)
+        Ok(())
     }
 
     /// Write a prepared trade: positions, cash, open interest, funding pool, the rounding to
@@ -764,7 +764,7 @@ impl Engine {
     fn commit_trade(
         &mut self,
         t: &Trade,
-        checked: [Option<Checked>; 2],
+        checked: &[Option<Checked>; 2],
         events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         let fee_pool = self.fee_pool.checked_add(t.rounding)?;
@@ -839,22 +839,22 @@ impl Engine {
         Ok(Leg { account: i, bucket, before, patch, cash_after, realized, funding_paid, fee })
     }
 
-    fn check_leg(&self, id: &str, leg: &Leg, ts: u64) -> Result<Checked, Reject> {
+    /// The margin check of one side, written into `seen` (see [`Engine::check_trade`]).
+    fn check_leg(&self, id: &str, leg: &Leg, ts: u64, seen: &mut Option<Checked>) -> Result<(), Reject> {
         let account = &self.accounts[leg.account as usize];
         // New risk is priced with every market of the bucket, so all of them need a price
-        // valid for risk-increasing actions (Drift's margin-calculation rule).
+        // valid for risk-increasing actions (Drift's margin-calculation rule); checked on the
+        // same pass as the health.
         let increases = leg.before.increases_risk(&leg.patch.position);
-        if increases {
-            check_oracles(account, leg.bucket, Some(&leg.patch), self.prices(ts), Action::IncreaseRisk)?;
-        }
-        let mut terms = SmallVec::new();
-        let after = bucket_health_each(account, leg.bucket, Some(&leg.patch), self.prices(ts), |m, pos, r| {
+        let oracles = increases.then_some(Action::IncreaseRisk);
+        let Checked { health, terms } = seen.insert(Checked { health: Health::default(), terms: SmallVec::new() });
+        *health = bucket_health_each(account, leg.bucket, Some(&leg.patch), oracles, self.prices(ts), |m, pos, r| {
             terms.push(Term::of_position(m, &self.markets[m as usize], pos, r))
         })?;
         terms.extend(Term::of_collateral(account, leg.bucket, &self.assets));
-        let checked = Checked { health: after, terms };
+        let after = *health;
         if after.meets_initial() {
-            return Ok(checked);
+            return Ok(());
         }
         let where_ = self.bucket_label(leg.bucket);
         if increases {
@@ -867,7 +867,7 @@ impl Engine {
         }
         let before = self.health_of(account, leg.bucket, ts)?;
         if after.no_riskier_than(&before) {
-            Ok(checked)
+            Ok(())
         } else {
             Err(Reject::NotRiskReducing { account: id.to_string(), where_ })
         }

@@ -155,7 +155,7 @@ pub fn bucket_positions<'a>(
 
 /// Health of `bucket` of `account`.
 pub fn bucket_health(account: &Account, bucket: Bucket, prices: Prices<'_>) -> Result<Health, Reject> {
-    bucket_health_each(account, bucket, None, prices, |_, _, _| {})
+    bucket_health_each(account, bucket, None, None, prices, |_, _, _| {})
 }
 
 /// Each open position of a bucket with its market and risk.
@@ -169,24 +169,30 @@ pub fn bucket_health_and_risks(
     prices: Prices<'_>,
 ) -> Result<(Health, PositionRisks), Reject> {
     let mut risks = SmallVec::new();
-    let h = bucket_health_each(account, bucket, None, prices, |m, pos, r| risks.push((m, *pos, *r)))?;
+    let h = bucket_health_each(account, bucket, None, None, prices, |m, pos, r| risks.push((m, *pos, *r)))?;
     Ok((h, risks))
 }
 
 /// Health of `bucket` of `account` — as it would be with `patch` applied, when given — handing
 /// each open position's risk to `each` on the way (what detection files is built in the same
-/// pass).
+/// pass). With `oracles`, every market with a position must first have an oracle valid for that
+/// action (see [`check_oracle`]).
 pub fn bucket_health_each(
     account: &Account,
     bucket: Bucket,
     patch: Option<&Patch>,
+    oracles: Option<Action>,
     prices: Prices<'_>,
     mut each: impl FnMut(u32, &Position, &PositionRisk),
 ) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
     let mut add = |m: u32, pos: &Position| -> Result<(), Reject> {
-        let r = position_risk(&prices.markets[m as usize], pos)?;
+        let market = &prices.markets[m as usize];
+        if let Some(action) = oracles {
+            check_oracle(market, prices.now, action)?;
+        }
+        let r = position_risk(market, pos)?;
         each(m, pos, &r);
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
@@ -222,21 +228,6 @@ pub fn bucket_health_each(
         }
     }
     Ok(h)
-}
-
-/// Check that every market with a position in `bucket` (with `patch` applied) has an oracle
-/// valid for `action`.
-pub fn check_oracles(
-    account: &Account,
-    bucket: Bucket,
-    patch: Option<&Patch>,
-    prices: Prices<'_>,
-    action: Action,
-) -> Result<(), Reject> {
-    for (m, _) in bucket_positions(account, bucket, patch) {
-        check_oracle(&prices.markets[m as usize], prices.now, action)?;
-    }
-    Ok(())
 }
 
 /// Check that `market`'s oracle is valid enough for `action`.

@@ -27,6 +27,17 @@ pub struct Book {
 }
 
 impl Book {
+    pub fn with_capacity(n: usize) -> Self {
+        Book {
+            ids: Vec::with_capacity(n),
+            market: Vec::with_capacity(n),
+            long: Vec::with_capacity(n),
+            size: Vec::with_capacity(n),
+            entry: Vec::with_capacity(n),
+            isolated: Vec::with_capacity(n),
+            margin: Vec::with_capacity(n),
+        }
+    }
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -146,10 +157,14 @@ pub fn draw_account(
 pub fn build(l: &Loaded, prices: &[f64], rng: &mut ChaCha8Rng) -> Result<Book, LabError> {
     let s = &l.scenario;
     let p = &s.population;
-    let mut book = Book::default();
-    if let Some(file) = &p.file {
-        let path = l.resolve(file);
-        for (i, row) in read_positions(&path)?.into_iter().enumerate() {
+    let path = p.file.as_ref().map(|file| l.resolve(file));
+    let pieces = match &path {
+        Some(path) => read_positions(path)?,
+        None => Vec::new(),
+    };
+    let mut book = Book::with_capacity(pieces.iter().map(Vec::len).sum::<usize>() + p.accounts as usize);
+    if let Some(path) = &path {
+        for (i, row) in pieces.into_iter().flatten().enumerate() {
             let m = match &row.market {
                 Some(id) => s.markets.iter().position(|m| &m.id == id).ok_or_else(|| LabError::Data {
                     file: path.display().to_string(),

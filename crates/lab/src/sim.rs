@@ -471,8 +471,9 @@ struct Run<'a> {
     rng: ChaCha8Rng,
     events: Vec<Event>,
     /// Open liquidation orders by order id: the engine numbers them in the order it issues
-    /// them, so iteration is oldest first.
-    pending: BTreeMap<u64, Pending>,
+    /// them, so iteration is oldest first. Boxed: the tree moves its values as it splits and
+    /// merges nodes, and a pointer is 8 bytes where an order is 128.
+    pending: BTreeMap<u64, Box<Pending>>,
     impact: Vec<f64>,
     /// The path's price this step, and the book's (path × (1 + impact)).
     fund_px: Vec<f64>,
@@ -823,7 +824,7 @@ impl Run<'_> {
                 self.r.liquidation_orders += 1;
                 let market = self.market_index(&o.market);
                 let ready_at = self.ts + self.s.loaded.scenario.liquidators.latency_ms;
-                self.pending.insert(o.order, Pending { remaining: o.size, market, ready_at, order: o });
+                self.pending.insert(o.order, Box::new(Pending { remaining: o.size, market, ready_at, order: o }));
             }
             LabEvent::LiquidationOrderExpired { order } => {
                 self.pending.remove(&order);

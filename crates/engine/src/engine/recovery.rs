@@ -291,11 +291,12 @@ impl Engine {
             if long { (li, ai, (Quote::ZERO, insurance_fee)) } else { (ai, li, (insurance_fee, Quote::ZERO)) };
         let trade = self.prepare_trade(m, buyer, seller, size, price, fees)?;
         let check = if long { [Some(l.liquidator.as_str()), None] } else { [None, Some(l.liquidator.as_str())] };
-        let checked = self.check_trade(&trade, check, false, ts)?;
+        let mut checked = [None, None];
+        self.check_trade(&trade, check, false, ts, &mut checked)?;
         let f = self.fund_of_market(m);
         let fund_balance = self.insurance[f].balance.checked_add(insurance_fee)?;
         // Commit.
-        self.commit_trade(&trade, checked, events)?;
+        self.commit_trade(&trade, &checked, events)?;
         self.insurance[f].balance = fund_balance;
         self.count_liquidated(m, trade.paid, ts, events)?;
         // `self.now` is still the previous command's time here.
@@ -353,7 +354,8 @@ impl Engine {
         let fees = (fee_of(&sides[0], Side::Buyer)?, fee_of(&sides[1], Side::Seller)?);
         let trade = self.prepare_trade(m, bi, si, f.size, f.price, fees)?;
         let check = [sides[0].is_none().then_some(f.buyer.as_str()), sides[1].is_none().then_some(f.seller.as_str())];
-        let checked = self.check_trade(&trade, check, true, ts)?;
+        let mut checked = [None, None];
+        self.check_trade(&trade, check, true, ts, &mut checked)?;
         let mut trading_fees = Quote::ZERO;
         let mut insurance_fees = Quote::ZERO;
         for (s, fee) in sides.iter().zip([fees.0, fees.1]) {
@@ -365,7 +367,7 @@ impl Engine {
         let fund = self.fund_of_market(m);
         let fund_balance = self.insurance[fund].balance.checked_add(insurance_fees)?;
         // Commit.
-        self.commit_trade(&trade, checked, events)?;
+        self.commit_trade(&trade, &checked, events)?;
         self.insurance[fund].balance = fund_balance;
         self.collect_trading_fees(m, trading_fees)?;
         self.count_liquidated(m, trade.paid, ts, events)?;
@@ -1188,7 +1190,7 @@ impl Engine {
             let (buyer, seller) = if pos.size.is_positive() { (w, a) } else { (a, w) };
             let trade = self.prepare_trade(m, buyer, seller, size, price, (Quote::ZERO, Quote::ZERO))?;
             let adl_notional = self.totals.adl_notional.checked_add(trade.paid)?;
-            self.commit_trade(&trade, [None, None], events)?;
+            self.commit_trade(&trade, &[None, None], events)?;
             self.totals.adl_notional = adl_notional;
             self.count_liquidated(m, trade.paid, self.now, events)?;
             closed = closed.checked_add(size)?;
