@@ -287,15 +287,16 @@ pub fn read_positions(path: &Path) -> Result<Vec<Vec<PositionRow>>, LabError> {
     }
     let (head, body) = bytes.split_at(body_start);
     let pieces = if body.contains(&b'"') { vec![body] } else { split_lines(body, 4 * rayon::current_num_threads()) };
-    // The line each piece starts on.
-    let mut first_lines = Vec::with_capacity(pieces.len());
+    // The line each piece starts on, and its number of lines.
+    let mut lines = Vec::with_capacity(pieces.len());
     let mut line = 1 + newlines(head);
     for piece in &pieces {
-        first_lines.push(line);
-        line += newlines(piece);
+        let n = newlines(piece);
+        lines.push((line, n));
+        line += n;
     }
-    let read = |(piece, first): (&&[u8], &u64)| position_rows(path, &header, &cols, piece, *first);
-    let parts: Vec<Result<Vec<PositionRow>, LabError>> = pieces.par_iter().zip(&first_lines).map(read).collect();
+    let read = |(piece, &(first, n)): (&&[u8], &(u64, u64))| position_rows(path, &header, &cols, piece, first, n);
+    let parts: Vec<Result<Vec<PositionRow>, LabError>> = pieces.par_iter().zip(&lines).map(read).collect();
     // In order, so that the error is the first piece's that has one.
     let parts: Vec<Vec<PositionRow>> = parts.into_iter().collect::<Result<_, _>>()?;
     if parts.iter().all(Vec::is_empty) {
@@ -325,20 +326,21 @@ fn newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// The rows of `piece` (records only, no header), which starts on line `first_line`. Lines are
-/// counted here from the records' byte offsets: the reader's own count depends on the line
-/// ends (`\r\n` or `\n`).
+/// The rows of `piece` (records only, no header), which starts on line `first_line` and holds
+/// `lines` line ends. Lines are counted here from the records' byte offsets: the reader's own
+/// count depends on the line ends (`\r\n` or `\n`).
 fn position_rows(
     path: &Path,
     header: &csv::StringRecord,
     cols: &[Option<usize>],
     piece: &[u8],
     first_line: u64,
+    lines: u64,
 ) -> Result<Vec<PositionRow>, LabError> {
     let c = |i: usize| cols[i].unwrap_or_default();
     let mut rdr = csv_reader(piece, false);
     // One row per line (blank lines aside): no growing and copying on the way.
-    let mut out = Vec::with_capacity(usize::try_from(newlines(piece)).unwrap_or(0) + 1);
+    let mut out = Vec::with_capacity(usize::try_from(lines).unwrap_or(0) + 1);
     // One record reused for every row: a book of 10^6 positions would otherwise allocate as
     // many records.
     let mut record = csv::StringRecord::new();
