@@ -187,12 +187,13 @@ pub fn bucket_health_each(
 ) -> Result<Health, Reject> {
     let cash = account.cash(bucket).checked_add(patch.map_or(Quote::ZERO, |p| p.cash_delta))?;
     let mut h = Health { equity: cash, initial_equity: cash, ..Health::default() };
+    // Kept apart from `add`, which stays small enough to be inlined into both loops.
+    let oracle_ok = |m: u32| match oracles {
+        Some(action) => check_oracle(&prices.markets[m as usize], prices.now, action),
+        None => Ok(()),
+    };
     let mut add = |m: u32, pos: &Position| -> Result<(), Reject> {
-        let market = &prices.markets[m as usize];
-        if let Some(action) = oracles {
-            check_oracle(market, prices.now, action)?;
-        }
-        let r = position_risk(market, pos)?;
+        let r = position_risk(&prices.markets[m as usize], pos)?;
         each(m, pos, &r);
         h.equity = h.equity.checked_add(r.value)?;
         h.initial_equity = h.initial_equity.checked_add(r.value)?;
@@ -205,11 +206,13 @@ pub fn bucket_health_each(
         // The common case reads the positions in place (no copies through the iterator).
         (None, Bucket::Cross) => {
             for (m, pos) in account.cross.iter().filter(|(_, p)| !p.size.is_zero()) {
+                oracle_ok(*m)?;
                 add(*m, pos)?;
             }
         }
         _ => {
             for (m, pos) in bucket_positions(account, bucket, patch) {
+                oracle_ok(m)?;
                 add(m, &pos)?;
             }
         }
