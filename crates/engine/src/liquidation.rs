@@ -358,12 +358,8 @@ pub fn bankruptcy_quote(
     if closed_maintenance.is_negative() || closed_maintenance > total_maintenance {
         return Err(out_of_range("closed_maintenance", closed_maintenance));
     }
-    // V − ⌊E·m/M⌋ = ⌈V − E·m/M⌉.
-    let share = div_i256(
-        mul(I256::from(equity.raw()), I256::from(closed_maintenance.raw()))?,
-        I256::from(total_maintenance.raw()),
-        Round::Floor,
-    )?;
+    // V − ⌊E·m/M⌋ = ⌈V − E·m/M⌉ (the product in 256 bits only when it overflows 128).
+    let share = mul_div(equity.raw(), closed_maintenance.raw(), total_maintenance.raw(), Round::Floor)?;
     closed_value.checked_sub(Quote::from_raw(share))
 }
 
