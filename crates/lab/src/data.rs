@@ -427,11 +427,11 @@ mod tests {
 
     /// `rows` positions `p0`, `p1`, ... (row `i` has size `i + 1`), quoted ids or not, with
     /// line ends `end`; the row on line `bad_line` (if any) has a negative margin.
-    fn positions_file(name: &str, rows: usize, quoted: bool, end: &str, bad_line: Option<usize>) -> std::path::PathBuf {
+    fn positions_file(name: &str, rows: usize, quoted: bool, end: &str, bad_lines: &[usize]) -> std::path::PathBuf {
         let mut text = format!("account,side,size,entry_price,isolated_margin{end}");
         for i in 0..rows {
             let id = if quoted { format!("\"p{i}\"") } else { format!("p{i}") };
-            let margin = if bad_line == Some(i + 2) { "-1" } else { "100" };
+            let margin = if bad_lines.contains(&(i + 2)) { "-1" } else { "100" };
             text.push_str(&format!("{id},long,{},50000,{margin}{end}", i + 1));
         }
         let path = std::env::temp_dir().join(format!("ballast-positions-{}-{name}.csv", std::process::id()));
@@ -441,18 +441,19 @@ mod tests {
 
     /// The file is read in pieces (in parallel) unless it has quotes: either way every row comes
     /// back in order, and an error names the line a reading from the top would, whatever the
-    /// line ends.
+    /// line ends — also when later pieces have errors of their own.
     #[test]
     fn positions_read_in_pieces_keep_their_order_and_their_line_numbers() {
         for (name, quoted, end) in [("lf", false, "\n"), ("crlf", false, "\r\n"), ("quoted", true, "\r\n")] {
             let rows: Vec<PositionRow> =
-                read_positions(&positions_file(name, 3000, quoted, end, None)).unwrap().into_iter().flatten().collect();
+                read_positions(&positions_file(name, 3000, quoted, end, &[])).unwrap().into_iter().flatten().collect();
             assert_eq!(rows.len(), 3000, "{name}");
             for (i, row) in rows.iter().enumerate() {
                 assert_eq!((row.account.as_str(), row.size), (format!("p{i}").as_str(), (i + 1) as f64), "{name}");
             }
-            for bad in [2, 1700, 3001] {
-                let err = read_positions(&positions_file(name, 3000, quoted, end, Some(bad))).unwrap_err().to_string();
+            for bad in [&[2][..], &[1700], &[3001], &[2, 3001], &[1700, 2500, 2999]] {
+                let err = read_positions(&positions_file(name, 3000, quoted, end, bad)).unwrap_err().to_string();
+                let bad = bad[0];
                 assert!(
                     err.contains(&format!("line {bad},")) && err.contains("isolated_margin must be >= 0"),
                     "{name}: {err}"
