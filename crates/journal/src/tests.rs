@@ -87,17 +87,22 @@ fn segment_paths(dir: &Path) -> Vec<PathBuf> {
     scan(dir).unwrap().segments.into_iter().map(|s| s.path).collect()
 }
 
-/// Byte offsets of the records of a segment.
-fn record_offsets(path: &Path) -> Vec<usize> {
+/// Byte offsets of the records of a segment, and where they end (zeros written ahead may
+/// follow).
+fn records(path: &Path) -> (Vec<usize>, usize) {
     let data = fs::read(path).unwrap();
     let mut offsets = Vec::new();
     let mut off = 0;
-    while off < data.len() {
+    while data[off..].iter().any(|&b| b != 0) {
         offsets.push(off);
         let (_, payload) = record::decode(&data[off..]).unwrap();
         off += HEADER_LEN + payload.len();
     }
-    offsets
+    (offsets, off)
+}
+
+fn record_offsets(path: &Path) -> Vec<usize> {
+    records(path).0
 }
 
 fn flip_bit(path: &Path, byte: usize, bit: u8) {
@@ -213,8 +218,8 @@ fn torn_tail_of_every_length_is_truncated_keeping_the_earlier_records() {
     let n = lines.len() as u64;
     let dir = journal_dir(&lines, 1024);
     let last = segment_paths(dir.path()).pop().unwrap();
-    let start = *record_offsets(&last).last().unwrap();
-    let full = fs::metadata(&last).unwrap().len() as usize;
+    let (offsets, full) = records(&last);
+    let start = *offsets.last().unwrap();
     let expected = fresh_hash(&lines[..lines.len() - 1]);
     for cut in start..full {
         let copy = copy_dir(dir.path());
@@ -305,6 +310,56 @@ fn bit_flips_in_the_last_segment_are_torn_only_at_the_tail() {
 }
 
 #[test]
+fn the_last_segment_is_written_ahead_with_zeros_that_read_as_a_clean_end() {
+    let lines = workload(30);
+    let dir = journal_dir(&lines, 64 << 20);
+    let last = segment_paths(dir.path()).pop().unwrap();
+    let (_, end) = records(&last);
+    assert_eq!(fs::metadata(&last).unwrap().len(), wal::PREALLOCATE, "{end} bytes of records");
+    let (mut journal, warnings) = FileJournal::open(dir.path(), 64 << 20).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(journal.last_seq(), lines.len() as u64);
+    // The journal goes on over the zeros, without growing the file.
+    let n = lines.len() as u64;
+    assert_eq!(journal.append_batch(&["one more", "and another"]).unwrap(), n + 1..n + 3);
+    assert_eq!(fs::metadata(&last).unwrap().len(), wal::PREALLOCATE);
+    let tail: Vec<String> = read_all(&journal, n).into_iter().map(|(_, l)| l).collect();
+    assert_eq!(tail, [lines[lines.len() - 1].as_str(), "one more", "and another"]);
+}
+
+#[test]
+fn a_finished_segment_is_cut_back_to_its_records() {
+    let lines = workload(400);
+    let dir = journal_dir(&lines, 2048);
+    let scan = scan(dir.path()).unwrap();
+    let (last, finished) = scan.segments.split_last().unwrap();
+    assert!(finished.len() >= 4);
+    for seg in finished {
+        assert_eq!(fs::metadata(&seg.path).unwrap().len(), seg.len, "{}", seg.path.display());
+    }
+    assert_eq!(fs::metadata(&last.path).unwrap().len(), last.len.max(2048), "written ahead up to the segment size");
+}
+
+#[test]
+fn a_record_torn_inside_the_zeros_is_truncated_with_a_warning() {
+    use std::os::unix::fs::FileExt;
+    let lines = workload(30);
+    let n = lines.len() as u64;
+    let dir = journal_dir(&lines, 64 << 20);
+    let last = segment_paths(dir.path()).pop().unwrap();
+    let (_, end) = records(&last);
+    // The first half of one more record, as a crash in the middle of its write leaves it.
+    let mut torn = Vec::new();
+    record::encode(&mut torn, n + 1, lines[0].as_bytes());
+    fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn[..torn.len() / 2], end as u64).unwrap();
+    let (journal, warnings) = FileJournal::open(dir.path(), 64 << 20).unwrap();
+    assert_eq!(journal.last_seq(), n);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&format!("offset {end}")), "{}", warnings[0]);
+    assert_eq!(fs::metadata(&last).unwrap().len(), end as u64);
+}
+
+#[test]
 fn a_gap_between_segments_is_an_error_naming_both_files() {
     let lines = workload(60);
     let dir = journal_dir(&lines, 1024);
@@ -372,11 +427,15 @@ fn a_snapshot_round_trips_the_engine_and_checks_its_header() {
     assert!(err.contains("does not match the file name"), "{err}");
 }
 
-/// Acknowledged records only, the file back at its durable length, the next batch gets the
-/// same sequence numbers.
+/// Acknowledged records only (nothing but zeros written ahead after them), the next batch gets
+/// the same sequence numbers.
 fn assert_consistent_after_failure(journal: &mut FileJournal, acked: &[String]) {
     let seg = journal.segments().last().unwrap().clone();
-    assert_eq!(fs::metadata(&seg.path).unwrap().len(), seg.len, "truncated back to the durable length");
+    let data = fs::read(&seg.path).unwrap();
+    assert!(
+        data.len() as u64 >= seg.len && data[seg.len as usize..].iter().all(|&b| b == 0),
+        "nothing past the records"
+    );
     assert_eq!(journal.last_seq(), acked.len() as u64);
     let (reopened, warnings) = FileJournal::open(journal.dir(), 1 << 20).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -460,9 +519,8 @@ proptest! {
         }
         drop(live);
         let last = segment_paths(dir.path()).pop().unwrap();
-        let len = fs::metadata(&last).unwrap().len() as usize;
         let data = fs::read(&last).unwrap();
-        let offsets = record_offsets(&last);
+        let (offsets, len) = records(&last);
         let ends: Vec<usize> =
             offsets.iter().map(|&o| o + HEADER_LEN + record::decode(&data[o..]).unwrap().1.len()).collect();
         let cut = len.saturating_sub(cut_back).max(offsets.first().copied().unwrap_or(0));
