@@ -302,17 +302,20 @@ impl FileJournal {
         Ok(())
     }
 
-    /// Write zeros past the end of the current segment's file, so that the batch of `bytes` at
-    /// its end lands on written blocks and some batches after it too (see [`PREALLOCATE`]).
-    /// Not synced here: the batch's `fdatasync` covers it.
+    /// Make the current segment's file run past a batch of `bytes` at its end, with zeros, so
+    /// that this batch or the ones after it land on written blocks (see [`PREALLOCATE`]). A
+    /// batch larger than that extends the file itself. Not synced here: the batch's
+    /// `fdatasync` covers it.
     fn preallocate(&mut self, bytes: u64) -> Result<(), JournalError> {
         let end = self.current().len + bytes;
         if end <= self.allocated {
             return Ok(());
         }
         let target = end.max((self.allocated + PREALLOCATE).min(self.segment_bytes));
-        let zeros = vec![0u8; (target - self.allocated) as usize];
-        self.file.write_all_at(&zeros, self.allocated).map_err(JournalError::Write)?;
+        if target > end {
+            let zeros = vec![0u8; (target - end) as usize];
+            self.file.write_all_at(&zeros, end).map_err(JournalError::Write)?;
+        }
         self.allocated = target;
         Ok(())
     }
