@@ -7,7 +7,8 @@
 //! run, BALLAST_CRASH_ROUNDS to change the number of kills.
 
 use ballast_engine::Engine;
-use ballast_journal::{apply_line, scan};
+use ballast_journal::{apply_line, scan, ARCHIVE};
+
 use ballast_server::auth::hash_key;
 use ballast_server::client::Client;
 use serde_json::Value;
@@ -74,20 +75,27 @@ fn listening(stdout: std::process::ChildStdout) -> Option<SocketAddr> {
     }
 }
 
-/// Every record of the journal, replayed from an empty engine: (seq → command, state hash).
+/// Every record of the journal — the archived segments, then the data directory's — replayed
+/// from an empty engine: (seq → command, state hash).
 fn fresh_replay(data: &Path) -> (Vec<Value>, String) {
-    let scan = scan(data).expect("a readable journal");
+    let archive = data.join(ARCHIVE);
+    let parts = [
+        archive.is_dir().then(|| scan(&archive).expect("a readable archive")),
+        Some(scan(data).expect("a readable journal")),
+    ];
     let mut engine = Engine::new();
     let mut events = Vec::new();
     let mut commands = Vec::new();
-    scan.read_from(1, &mut |seq, line| {
-        assert_eq!(seq, commands.len() as u64 + 1);
-        commands.push(serde_json::from_slice(line).expect("journaled JSON"));
-        events.clear();
-        let _ = apply_line(&mut engine, line, &mut events);
-        true
-    })
-    .unwrap();
+    for part in parts.iter().flatten() {
+        part.read_from(1, &mut |seq, line| {
+            assert_eq!(seq, commands.len() as u64 + 1, "the archive and the data directory join up");
+            commands.push(serde_json::from_slice(line).expect("journaled JSON"));
+            events.clear();
+            let _ = apply_line(&mut engine, line, &mut events);
+            true
+        })
+        .unwrap();
+    }
     (commands, engine.state_hash())
 }
 

@@ -19,7 +19,7 @@ fn data_dir(name: &str) -> PathBuf {
 fn journal_story(dir: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("examples/isolated-long.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let options = Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2 };
+    let options = Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2, archive_segments: false };
     let (mut journal, _) = JournaledEngine::open(dir, options).unwrap();
     for (i, batch) in lines.chunks(2).enumerate() {
         journal.submit_batch(batch).unwrap();

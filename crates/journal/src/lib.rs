@@ -8,7 +8,10 @@
 //!   `wal-<first seq>.log` in a data directory. Each record is a 24-byte header (magic, format
 //!   version, kind, length, CRC32, sequence number) followed by the command's JSON line, exactly
 //!   as the venue sent it. Group commit: [`CommandLog::append_batch`] writes a whole batch with
-//!   one write and one `fdatasync`, and returns only after the sync succeeded.
+//!   one write and one `fdatasync`, and returns only after the sync succeeded. The last segment
+//!   runs ahead of its records with zeros ([`PREALLOCATE`]), so that sync flushes data only.
+//!   Segments no kept snapshot needs move to `archive/` ([`ARCHIVE`]), so that a restart reads a
+//!   bounded journal.
 //! - [`snapshot`]: `snapshot-<seq>.bin` files (postcard of a header and the [`Engine`]), written
 //!   to a temp file, fsynced, renamed, and the directory fsynced.
 //! - [`JournaledEngine`]: an engine behind a journal. [`JournaledEngine::open`] recovers (and
@@ -58,7 +61,7 @@ mod tests;
 
 pub use error::JournalError;
 pub use store::{apply_line, restore, JournaledEngine, Options, Outcome, Recovery, Submitted};
-pub use wal::{scan, FileJournal, Scan, Segment, Torn};
+pub use wal::{scan, FileJournal, Scan, Segment, Torn, ARCHIVE, PREALLOCATE};
 
 use std::ops::Range;
 
@@ -73,7 +76,8 @@ pub trait CommandLog {
     fn append_batch(&mut self, lines: &[&str]) -> Result<Range<u64>, JournalError>;
 
     /// Visit every record with a sequence number `>= from`, in order, until `visit` returns
-    /// `false`.
+    /// `false` (a [`FileJournal`] visits what is left after archiving,
+    /// [`FileJournal::archive_through`]).
     fn read_from(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), JournalError>;
 
     /// The sequence number of the last durable record (0 when the log is empty).

@@ -1,7 +1,7 @@
 //! An engine behind the file journal: recovery, durable batches, snapshots.
 
 use crate::error::io;
-use crate::wal::{read_segments, FileJournal, Segment};
+use crate::wal::{read_segments, FileJournal, Segment, ARCHIVE};
 use crate::{snapshot, CommandLog, JournalError};
 use ballast_engine::{parse_line, Engine, Event, ParseError, Reject, TimedCommand};
 use std::ops::Range;
@@ -17,11 +17,16 @@ pub struct Options {
     pub snapshot_every: u64,
     /// How many snapshots to keep (at least 1).
     pub keep_snapshots: usize,
+    /// After each snapshot, move the segments that only hold records at or before the oldest
+    /// kept snapshot into `archive/` ([`crate::ARCHIVE`]): recovery never needs them, and
+    /// it reads every segment left in the data directory, so this keeps a restart's time
+    /// bounded however long the service runs. The history stays on disk.
+    pub archive_segments: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { segment_bytes: 64 << 20, snapshot_every: 1_000_000, keep_snapshots: 2 }
+        Options { segment_bytes: 64 << 20, snapshot_every: 1_000_000, keep_snapshots: 2, archive_segments: true }
     }
 }
 
@@ -101,10 +106,15 @@ pub fn restore(dir: &Path, segments: &[Segment], last_seq: u64) -> Result<(Engin
     }
     let from = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq) + 1;
     if let Some(first) = segments.first().filter(|s| s.first_seq > from) {
+        let archive = dir.join(ARCHIVE);
+        let hint = match archive.is_dir() {
+            true => format!(" (archived segments are in {}: move the ones needed back)", archive.display()),
+            false => String::new(),
+        };
         return Err(JournalError::Snapshot {
             path: first.path.clone(),
             reason: format!(
-                "the journal starts at seq {} but the state needs the records from seq {from}",
+                "the journal starts at seq {} but the state needs the records from seq {from}{hint}",
                 first.first_seq
             ),
         });
@@ -193,16 +203,20 @@ impl JournaledEngine {
         Ok(Submitted { seqs, outcomes, snapshot_error })
     }
 
-    /// Write a snapshot of the current state now and drop all but the newest
-    /// `keep_snapshots`.
+    /// Write a snapshot of the current state now, drop all but the newest `keep_snapshots`,
+    /// and archive the segments no kept snapshot needs (see [`Options::archive_segments`]).
     pub fn snapshot(&mut self) -> Result<PathBuf, JournalError> {
         let seq = self.last_seq();
         let path = snapshot::write(self.journal.dir(), seq, &self.engine)?;
         self.snapshot_seq = seq;
         let all = snapshot::list(self.journal.dir())?;
         let keep = self.options.keep_snapshots.max(1);
-        for (_, old) in &all[..all.len().saturating_sub(keep)] {
+        let (old, kept) = all.split_at(all.len().saturating_sub(keep));
+        for (_, old) in old {
             std::fs::remove_file(old).map_err(io(format!("cannot remove {}", old.display())))?;
+        }
+        if let (true, Some(&(oldest, _))) = (self.options.archive_segments, kept.first()) {
+            self.journal.archive_through(oldest)?;
         }
         Ok(path)
     }

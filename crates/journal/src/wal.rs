@@ -204,6 +204,11 @@ pub(crate) enum Fault {
 /// once per mebibyte; a finished segment is cut back to its records before the next one starts.
 pub const PREALLOCATE: u64 = 1 << 20;
 
+/// The subdirectory of the data directory that archived segments move to
+/// ([`FileJournal::archive_through`]). Recovery and [`scan`] never read it; `ballast verify
+/// --data-dir DIR/archive` checks it as a journal of its own.
+pub const ARCHIVE: &str = "archive";
+
 /// The file journal: the default [`CommandLog`].
 #[derive(Debug)]
 pub struct FileJournal {
@@ -281,6 +286,32 @@ impl FileJournal {
 
     fn current(&mut self) -> &mut Segment {
         self.segments.last_mut().expect("a journal always has a segment")
+    }
+
+    /// Move the finished segments whose records all have a sequence number at or below `seq`
+    /// into [`ARCHIVE`], oldest first (a crash midway leaves the data directory with a
+    /// contiguous run of segments); the current segment always stays. Returns how many moved.
+    pub fn archive_through(&mut self, seq: u64) -> Result<usize, JournalError> {
+        let finished = self.segments.len() - 1;
+        let count = self.segments[..finished].iter().take_while(|s| s.end_seq() <= seq + 1).count();
+        if count == 0 {
+            return Ok(0);
+        }
+        let archive = self.dir.join(ARCHIVE);
+        std::fs::create_dir_all(&archive).map_err(io(format!("cannot create {}", archive.display())))?;
+        for _ in 0..count {
+            let from = self.segments[0].path.clone();
+            let to = archive.join(from.file_name().expect("a segment has a file name"));
+            std::fs::rename(&from, &to).map_err(io(format!(
+                "cannot move {} to {}",
+                from.display(),
+                archive.display()
+            )))?;
+            self.segments.remove(0);
+        }
+        sync_dir(&archive)?;
+        sync_dir(&self.dir)?;
+        Ok(count)
     }
 
     /// Start the next segment, once the current one is cut back to its records (so that only

@@ -525,13 +525,26 @@ fn restart(dir: &Path, total: u64) {
         }
         println!("wrote {} commands in {:.1} s", journaled.last_seq(), t.elapsed().as_secs_f64());
     }
-    let bytes: u64 = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
-    println!("data directory: {:.2} GB", bytes as f64 / 1e9);
+    let files = |d: &Path| -> (usize, u64) {
+        let sizes: Vec<u64> = match std::fs::read_dir(d) {
+            Ok(entries) => {
+                entries.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        (sizes.len(), sizes.iter().sum())
+    };
+    let ((n, bytes), (archived, archived_bytes)) = (files(dir), files(&dir.join(ballast_journal::ARCHIVE)));
+    println!(
+        "data directory: {n} files, {:.2} GB; archive/: {archived} segments, {:.2} GB",
+        bytes as f64 / 1e9,
+        archived_bytes as f64 / 1e9
+    );
     let t = Instant::now();
     let (journaled, recovery) = JournaledEngine::open(dir, Options::default()).unwrap();
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "restart: {secs:.2} s to recover {} commands (snapshot at seq {}, {} records replayed, every record's CRC checked)",
+        "restart: {secs:.2} s to recover {} commands (snapshot at seq {}, {} records replayed, every record in the data directory CRC-checked)",
         journaled.last_seq(),
         recovery.snapshot.as_ref().map_or(0, |s| s.0),
         recovery.replayed

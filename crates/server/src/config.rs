@@ -70,6 +70,8 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Snapshots to keep.
     pub keep_snapshots: usize,
+    /// Move segments no kept snapshot needs into `archive/` after each snapshot.
+    pub archive_segments: bool,
 }
 
 impl Default for JournalConfig {
@@ -79,6 +81,7 @@ impl Default for JournalConfig {
             snapshot_every: o.snapshot_every,
             segment_bytes: o.segment_bytes,
             keep_snapshots: o.keep_snapshots,
+            archive_segments: o.archive_segments,
         }
     }
 }
@@ -89,6 +92,7 @@ impl JournalConfig {
             segment_bytes: self.segment_bytes,
             snapshot_every: self.snapshot_every,
             keep_snapshots: self.keep_snapshots.max(1),
+            archive_segments: self.archive_segments,
         }
     }
 }
