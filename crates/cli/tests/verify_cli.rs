@@ -1,7 +1,8 @@
 //! The real `ballast verify` binary on a journal written through the library, before and after
 //! corruption.
 
-use ballast_journal::{scan, snapshot, JournaledEngine, Options};
+use ballast_engine::Engine;
+use ballast_journal::{apply_line, scan, snapshot, JournaledEngine, Options, ARCHIVE};
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -17,9 +18,20 @@ fn data_dir(name: &str) -> PathBuf {
 /// Journal the isolated-long story in batches of 2, with small segments and a snapshot
 /// midway (after seq 6); return the state hash `ballast replay` reports for the same story.
 fn journal_story(dir: &Path) -> String {
+    journal_story_archiving(dir, false)
+}
+
+/// The isolated-long story's command lines.
+fn story_lines() -> Vec<String> {
     let text = std::fs::read_to_string(repo().join("examples/isolated-long.jsonl")).unwrap();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let options = Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2, archive_segments: false };
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+}
+
+/// [`journal_story`], moving the segments the snapshot does not need to `archive/` or not.
+fn journal_story_archiving(dir: &Path, archive_segments: bool) -> String {
+    let lines = story_lines();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let options = Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2, archive_segments };
     let (mut journal, _) = JournaledEngine::open(dir, options).unwrap();
     for (i, batch) in lines.chunks(2).enumerate() {
         journal.submit_batch(batch).unwrap();
@@ -51,6 +63,33 @@ fn a_good_directory_verifies_to_the_replay_state_hash() {
     assert!(stdout.contains("replayed: 6 records after"), "{stdout}");
     assert!(stdout.contains("last seq: 12"), "{stdout}");
     assert!(stdout.contains(&format!("state hash: {hash}")), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_archive_verifies_as_a_journal_of_its_own() {
+    let dir = data_dir("archive");
+    let hash = journal_story_archiving(&dir, true);
+    let archive = dir.join(ARCHIVE);
+    let archived = scan(&archive).unwrap();
+    assert!(!archived.segments.is_empty() && archived.last_seq <= 6, "{archived:?}");
+    assert_eq!(scan(&dir).unwrap().segments[0].first_seq, archived.last_seq + 1);
+    // The data directory: the snapshot and what follows it.
+    let (ok, stdout, stderr) = verify(&dir);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("replayed: 6 records after") && stdout.contains(&format!("state hash: {hash}")),
+        "{stdout}"
+    );
+    // The archive: from an empty engine to the state at its last record.
+    let mut engine = Engine::new();
+    for line in &story_lines()[..archived.last_seq as usize] {
+        let _ = apply_line(&mut engine, line.as_bytes(), &mut Vec::new());
+    }
+    let (ok, stdout, stderr) = verify(&archive);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("last seq: {}", archived.last_seq)), "{stdout}");
+    assert!(stdout.contains(&format!("state hash: {}", engine.state_hash())), "{stdout}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
