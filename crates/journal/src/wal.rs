@@ -289,8 +289,9 @@ impl FileJournal {
     }
 
     /// Move the finished segments whose records all have a sequence number at or below `seq`
-    /// into [`ARCHIVE`], oldest first (a crash midway leaves the data directory with a
-    /// contiguous run of segments); the current segment always stays. Returns how many moved.
+    /// into [`ARCHIVE`], oldest first and one durable move at a time (a crash midway leaves a
+    /// contiguous run of segments in each directory); the current segment always stays. Returns
+    /// how many moved.
     pub fn archive_through(&mut self, seq: u64) -> Result<usize, JournalError> {
         let finished = self.segments.len() - 1;
         let count = self.segments[..finished].iter().take_while(|s| s.end_seq() <= seq + 1).count();
@@ -307,10 +308,13 @@ impl FileJournal {
                 from.display(),
                 archive.display()
             )))?;
+            // Each move is durable before the next starts: without a journal of its own (ext4
+            // without one, for instance), a file system may persist renames out of order, and a
+            // later segment gone with an earlier one left would be a gap.
+            sync_dir(&archive)?;
+            sync_dir(&self.dir)?;
             self.segments.remove(0);
         }
-        sync_dir(&archive)?;
-        sync_dir(&self.dir)?;
         Ok(count)
     }
 
