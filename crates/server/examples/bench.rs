@@ -238,7 +238,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The disk's own write + fdatasync latency, `n` times: 200 bytes per sync, written over zeros
-/// written ahead (as the journal writes, see `ballast_journal::wal::PREALLOCATE`) or appended.
+/// written ahead (as the journal writes, see `ballast_journal::PREALLOCATE`) or appended.
 fn fdatasync_latencies(dir: &Path, n: usize, ahead: bool) -> Vec<f64> {
     use std::os::unix::fs::FileExt;
     let path = dir.join("fdatasync-probe");
