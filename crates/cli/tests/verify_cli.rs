@@ -81,6 +81,8 @@ fn an_archive_verifies_as_a_journal_of_its_own() {
         stdout.contains("replayed: 6 records after") && stdout.contains(&format!("state hash: {hash}")),
         "{stdout}"
     );
+    let pointer = format!("archive: {} holds the segments before seq {}", archive.display(), archived.last_seq + 1);
+    assert!(stdout.contains(&pointer), "{stdout}");
     // The archive: from an empty engine to the state at its last record.
     let mut engine = Engine::new();
     for line in &story_lines()[..archived.last_seq as usize] {
