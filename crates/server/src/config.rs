@@ -197,3 +197,39 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full configuration of docs/operations.md, its placeholder key hashes filled in:
+    /// the guide shows what the service accepts.
+    #[test]
+    fn the_operators_guide_configuration_parses() {
+        let guide =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md")).unwrap();
+        let block = guide.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        let mut n = 0;
+        let text: String = block
+            .lines()
+            .map(|line| match line.strip_prefix("sha256 = ") {
+                Some(_) => {
+                    n += 1;
+                    format!("sha256 = \"{n:064x}\"")
+                }
+                None => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&text).unwrap();
+        assert!(n >= 3 && config.keys.len() == n);
+        let options = config.journal.options();
+        assert_eq!(
+            options,
+            ballast_journal::Options { segment_bytes: 64 << 20, ..ballast_journal::Options::default() }
+        );
+        assert!(options.archive_segments);
+        let off = Config::parse("[journal]\narchive_segments = false\n").unwrap();
+        assert!(!off.journal.options().archive_segments);
+    }
+}
