@@ -293,21 +293,57 @@ pub fn parse_scaled(s: &str, decimals: u32) -> NumResult<i128> {
     Ok(if negative { -v } else { v })
 }
 
-/// Print an integer scaled by `10^decimals` as the shortest exact decimal string.
+/// Print an integer scaled by `10^decimals` (at most 38) as the shortest exact decimal string.
+///
+/// Every number of every event and of the state hash goes through here, so the digits are
+/// made in a stack buffer and written once, without an allocation, and a value below 2^64
+/// divides in 64 bits (a multiply; a 128-bit division is a library call).
 pub fn format_scaled(v: i128, decimals: u32, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let scale = pow10(decimals).unsigned_abs();
-    let abs = v.unsigned_abs();
-    let int = abs / scale;
-    let frac = abs % scale;
+    // 39 digits of a u128, the point, the sign and a leading zero.
+    let mut buf = [0u8; 42];
+    let mut at = buf.len();
+    let mut n = v.unsigned_abs();
+    // The last digit of `n` as ASCII; `n` loses it.
+    fn next_digit(n: &mut u128) -> u8 {
+        let d = match u64::try_from(*n) {
+            Ok(small) => {
+                *n = u128::from(small / 10);
+                small % 10
+            }
+            Err(_) => {
+                let d = (*n % 10) as u64;
+                *n /= 10;
+                d
+            }
+        };
+        b'0' + d as u8
+    }
+    // Fraction digits from the last; the trailing zeros are dropped.
+    let mut fraction = false;
+    for _ in 0..decimals {
+        let d = next_digit(&mut n);
+        if fraction || d != b'0' {
+            at -= 1;
+            buf[at] = d;
+            fraction = true;
+        }
+    }
+    if fraction {
+        at -= 1;
+        buf[at] = b'.';
+    }
+    loop {
+        at -= 1;
+        buf[at] = next_digit(&mut n);
+        if n == 0 {
+            break;
+        }
+    }
     if v < 0 {
-        f.write_str("-")?;
+        at -= 1;
+        buf[at] = b'-';
     }
-    write!(f, "{int}")?;
-    if frac != 0 {
-        let digits = format!("{frac:0width$}", width = decimals as usize);
-        write!(f, ".{}", digits.trim_end_matches('0'))?;
-    }
-    Ok(())
+    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
 }
 
 /// `10^n` for `n ≤ 38`.
@@ -775,7 +811,33 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// `format_scaled` for tests: a value and its scale as a `Display`.
+    struct Scaled(i128, u32);
+
+    impl fmt::Display for Scaled {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            format_scaled(self.0, self.1, f)
+        }
+    }
+
     proptest! {
+        /// The printed form is the exact value, shortest: the integer part, then the fraction
+        /// without trailing zeros, told apart by 128-bit arithmetic and `format!` of integers.
+        #[test]
+        fn format_scaled_prints_the_exact_shortest_decimal(
+            v in prop_oneof![any::<i64>().prop_map(i128::from), any::<i128>(), -1_000i128..1_000],
+            decimals in prop_oneof![Just(6u32), Just(8), 0u32..=38],
+        ) {
+            let scale = 10u128.pow(decimals);
+            let (int, frac) = (v.unsigned_abs() / scale, v.unsigned_abs() % scale);
+            let sign = if v < 0 { "-" } else { "" };
+            let want = match frac {
+                0 => format!("{sign}{int}"),
+                _ => format!("{sign}{int}.{}", format!("{frac:0w$}", w = decimals as usize).trim_end_matches('0')),
+            };
+            prop_assert_eq!(Scaled(v, decimals).to_string(), want);
+        }
+
         /// Power-of-ten division by shifts and constant limbs agrees with plain division.
         #[test]
         fn pow10_division_matches_plain_division(n in any::<i128>(), k in prop_oneof![Just(8u32), Just(10), Just(18), 1u32..20]) {
