@@ -180,8 +180,7 @@ pub type TotalsView = Totals;
 impl Engine {
     /// SHA-256 of the canonical serialization of the engine state (hex).
     pub fn state_hash(&self) -> String {
-        // Streamed into the hasher: the text of a large book (hundreds of megabytes at a million
-        // accounts) is never held whole.
+        // Streamed into the hasher: the text of a large book is never held whole.
         let mut hasher = Sha256::new();
         serde_json::to_writer(&mut hasher, self).expect("engine state serializes");
         let digest = hasher.finalize();
