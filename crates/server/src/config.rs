@@ -202,8 +202,9 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// The full configuration of docs/operations.md, its placeholder key hashes filled in:
-    /// the guide shows what the service accepts.
+    /// The full configuration of docs/operations.md parses, once the guide's elided key hashes
+    /// (`"…"`) are replaced by well-formed ones, and its journal values are the defaults it
+    /// claims: the guide shows what the service accepts.
     #[test]
     fn the_operators_guide_configuration_parses() {
         let guide =
