@@ -31,7 +31,8 @@ fn story_lines() -> Vec<String> {
 fn journal_story_archiving(dir: &Path, archive_segments: bool) -> String {
     let lines = story_lines();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let options = Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2, archive_segments };
+    let options =
+        Options { segment_bytes: 256, snapshot_every: 0, keep_snapshots: 2, archive_segments, ..Options::default() };
     let (mut journal, _) = JournaledEngine::open(dir, options).unwrap();
     for (i, batch) in lines.chunks(2).enumerate() {
         journal.submit_batch(batch).unwrap();

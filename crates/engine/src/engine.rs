@@ -114,6 +114,58 @@ impl Default for Engine {
     }
 }
 
+/// The persisted part of an engine: what a snapshot holds and the state hash covers, copied
+/// without the derived indexes (id lookup, liquidation detection), which loading rebuilds.
+/// Copying those is most of the cost of a full clone of a large book, so a snapshot written
+/// on another thread is made from this. It serializes exactly like the engine, and can be
+/// hashed, but not applied to.
+#[derive(Debug)]
+pub struct Persisted(Engine);
+
+impl Persisted {
+    /// [`Engine::state_hash`] of the engine it was copied from.
+    pub fn state_hash(&self) -> String {
+        self.0.state_hash()
+    }
+}
+
+impl Serialize for Persisted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Engine {
+    /// A copy of the persisted state (see [`Persisted`]). Every field is named, so that a new
+    /// one has to be sorted here into copied or derived.
+    pub fn persisted(&self) -> Persisted {
+        Persisted(Engine {
+            seq: self.seq,
+            now: self.now,
+            assets: self.assets.clone(),
+            markets: self.markets.clone(),
+            account_ids: self.account_ids.clone(),
+            accounts: self.accounts.clone(),
+            fee_pool: self.fee_pool,
+            totals: self.totals,
+            insurance: self.insurance.clone(),
+            backstop: self.backstop,
+            liquidations: self.liquidations.clone(),
+            next_order: self.next_order,
+            withdrawals: self.withdrawals.clone(),
+            governance: self.governance.clone(),
+            // Derived (`#[serde(skip)]`): left empty.
+            account_index: AccountIndex::default(),
+            index: TriggerIndex::default(),
+            touched: Vec::new(),
+            stepped_marks: Vec::new(),
+            stepped_assets: Vec::new(),
+            deadline_floor: 0,
+            scratch: Scratch::default(),
+        })
+    }
+}
+
 /// A trade computed without touching the accounts (see [`Engine::prepare_trade`]).
 struct Trade {
     market: u32,

@@ -293,14 +293,21 @@ pub fn parse_scaled(s: &str, decimals: u32) -> NumResult<i128> {
     Ok(if negative { -v } else { v })
 }
 
+/// Room for any scaled number: 39 digits of a u128, the point, the sign and a leading zero.
+pub type DecimalBuf = [u8; 42];
+
 /// Print an integer scaled by `10^decimals` (at most 38) as the shortest exact decimal string.
-///
-/// Every number of every event and of the state hash goes through here, so the digits are
-/// made in a stack buffer and written once, without an allocation, and a value below 2^64
-/// divides in 64 bits (a multiply; a 128-bit division is a library call).
 pub fn format_scaled(v: i128, decimals: u32, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    // 39 digits of a u128, the point, the sign and a leading zero.
-    let mut buf = [0u8; 42];
+    f.write_str(scaled_str(v, decimals, &mut [0; 42]))
+}
+
+/// The shortest exact decimal string of `v × 10^-decimals` (`decimals` at most 38), written
+/// at the end of `buf`.
+///
+/// Every number of every event, snapshot and state hash goes through here, so the digits
+/// are made in a stack buffer without an allocation, and a value below 2^64 divides in 64
+/// bits (a multiply; a 128-bit division is a library call).
+pub fn scaled_str(v: i128, decimals: u32, buf: &mut DecimalBuf) -> &str {
     let mut at = buf.len();
     let mut n = v.unsigned_abs();
     // The last digit of `n` as ASCII; `n` loses it.
@@ -343,7 +350,7 @@ pub fn format_scaled(v: i128, decimals: u32, f: &mut fmt::Formatter<'_>) -> fmt:
         at -= 1;
         buf[at] = b'-';
     }
-    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
+    std::str::from_utf8(&buf[at..]).expect("digits, a point and a sign are ASCII")
 }
 
 /// `10^n` for `n ≤ 38`.
@@ -476,10 +483,12 @@ macro_rules! fixed_type {
             }
         }
 
-        /// Serialized as a decimal string: JSON numbers lose precision past 2^53.
+        /// Serialized as a decimal string: JSON numbers lose precision past 2^53. Printed
+        /// once into a stack buffer: a length-prefixed format (the snapshots' postcard)
+        /// would otherwise print it twice, once to learn its length.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(scaled_str(i128::from(self.0), $decimals, &mut [0; 42]))
             }
         }
 

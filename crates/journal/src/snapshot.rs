@@ -15,6 +15,7 @@
 use crate::error::io;
 use crate::wal::sync_dir;
 use crate::JournalError;
+use ballast_engine::engine::Persisted;
 use ballast_engine::Engine;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -74,10 +75,28 @@ pub fn temp_files(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
     Ok(found)
 }
 
-/// Write the snapshot of `engine` after sequence number `seq` durably; returns its path.
-pub fn write(dir: &Path, seq: u64, engine: &Engine) -> Result<PathBuf, JournalError> {
-    let header = Header { version: VERSION, seq, state_hash: engine.state_hash() };
-    let body = postcard::to_stdvec(&(&header, engine)).map_err(|e| JournalError::Snapshot {
+/// What a snapshot is written from: the engine itself, or a copy of its persisted state made
+/// to be written on another thread. Both serialize alike.
+pub trait State: Serialize {
+    fn state_hash(&self) -> String;
+}
+
+impl State for Engine {
+    fn state_hash(&self) -> String {
+        Engine::state_hash(self)
+    }
+}
+
+impl State for Persisted {
+    fn state_hash(&self) -> String {
+        Persisted::state_hash(self)
+    }
+}
+
+/// Write the snapshot of `state` after sequence number `seq` durably; returns its path.
+pub fn write(dir: &Path, seq: u64, state: &impl State) -> Result<PathBuf, JournalError> {
+    let header = Header { version: VERSION, seq, state_hash: state.state_hash() };
+    let body = postcard::to_stdvec(&(&header, state)).map_err(|e| JournalError::Snapshot {
         path: dir.join(file_name(seq)),
         reason: format!("cannot encode the state: {e}"),
     })?;

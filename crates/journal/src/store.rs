@@ -22,11 +22,21 @@ pub struct Options {
     /// it reads every segment left in the data directory, so this keeps a restart's time
     /// bounded however long the service runs. The history stays on disk.
     pub archive_segments: bool,
+    /// Write the automatic snapshots (`snapshot_every`) on a thread of their own, from a copy
+    /// of the state: the batch that falls due pays for the copy only, not for encoding,
+    /// hashing and syncing the file (see [`JournaledEngine::snapshot_in_background`]).
+    pub background_snapshots: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { segment_bytes: 64 << 20, snapshot_every: 1_000_000, keep_snapshots: 2, archive_segments: true }
+        Options {
+            segment_bytes: 64 << 20,
+            snapshot_every: 1_000_000,
+            keep_snapshots: 2,
+            archive_segments: true,
+            background_snapshots: false,
+        }
     }
 }
 
@@ -72,6 +82,15 @@ pub struct JournaledEngine {
     engine: Engine,
     options: Options,
     snapshot_seq: u64,
+    /// The snapshot being written in the background, at most one.
+    pending: Option<Pending>,
+}
+
+/// A snapshot of the state after `seq`, being written by `thread`.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    thread: std::thread::JoinHandle<Result<PathBuf, JournalError>>,
 }
 
 /// Apply one journaled line to `engine` (what a replay does for every record). A line that does
@@ -144,7 +163,7 @@ impl JournaledEngine {
         warnings.append(&mut recovery.warnings);
         recovery.warnings = warnings;
         let snapshot_seq = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-        Ok((JournaledEngine { journal, engine, options, snapshot_seq }, recovery))
+        Ok((JournaledEngine { journal, engine, options, snapshot_seq, pending: None }, recovery))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -198,17 +217,75 @@ impl JournaledEngine {
                 }
             })
             .collect();
-        let due = self.options.snapshot_every > 0 && self.last_seq() - self.snapshot_seq >= self.options.snapshot_every;
-        let snapshot_error = if due { self.snapshot().err() } else { None };
-        Ok(Submitted { seqs, outcomes, snapshot_error })
+        Ok(Submitted { seqs, outcomes, snapshot_error: self.snapshot_if_due().err() })
     }
 
-    /// Write a snapshot of the current state now, drop all but the newest `keep_snapshots`,
-    /// and archive the segments no kept snapshot needs (see [`Options::archive_segments`]).
+    /// The automatic snapshot: once the previous one is done and `snapshot_every` commands
+    /// have been journaled since, write one (in the background with
+    /// [`Options::background_snapshots`]). A failed one is tried again on the next batch.
+    fn snapshot_if_due(&mut self) -> Result<(), JournalError> {
+        self.finish_snapshot(false)?;
+        let every = self.options.snapshot_every;
+        if self.pending.is_some() || every == 0 || self.last_seq() - self.snapshot_seq < every {
+            return Ok(());
+        }
+        match self.options.background_snapshots {
+            true => self.snapshot_in_background(),
+            false => self.snapshot().map(drop),
+        }
+    }
+
+    /// Write a snapshot of the current state now (after any still being written in the
+    /// background), drop all but the newest `keep_snapshots`, and archive the segments no kept
+    /// snapshot needs (see [`Options::archive_segments`]).
     pub fn snapshot(&mut self) -> Result<PathBuf, JournalError> {
+        self.finish_snapshot(true)?;
         let seq = self.last_seq();
         let path = snapshot::write(self.journal.dir(), seq, &self.engine)?;
         self.snapshot_seq = seq;
+        self.prune()?;
+        Ok(path)
+    }
+
+    /// Start writing a snapshot of the current state on a thread of its own, after any
+    /// still being written. The caller waits only for a copy of the persisted state
+    /// ([`Engine::persisted`]; at 10⁶ accounts about a quarter of a snapshot written in
+    /// place); the copy is hashed, encoded, written, synced and dropped on that thread. Old snapshots are dropped and segments archived when it is collected: by
+    /// the next batch after it is done, [`JournaledEngine::wait_for_snapshot`], or when
+    /// `self` is dropped. Until then recovery uses the snapshots already on disk.
+    pub fn snapshot_in_background(&mut self) -> Result<(), JournalError> {
+        self.finish_snapshot(true)?;
+        let (dir, seq, state) = (self.journal.dir().to_path_buf(), self.last_seq(), self.engine.persisted());
+        let thread = std::thread::Builder::new()
+            .name("ballast-snapshot".into())
+            .spawn(move || snapshot::write(&dir, seq, &state))
+            .map_err(io("cannot start the snapshot thread"))?;
+        self.pending = Some(Pending { seq, thread });
+        Ok(())
+    }
+
+    /// Wait for the snapshot being written in the background, if any, and collect it; its
+    /// path, or `None` when none was being written.
+    pub fn wait_for_snapshot(&mut self) -> Result<Option<PathBuf>, JournalError> {
+        self.finish_snapshot(true)
+    }
+
+    /// Collect the background snapshot if it is done (or, with `wait`, once it is): on
+    /// success it becomes the latest snapshot and the old ones are pruned.
+    fn finish_snapshot(&mut self, wait: bool) -> Result<Option<PathBuf>, JournalError> {
+        if !self.pending.as_ref().is_some_and(|p| wait || p.thread.is_finished()) {
+            return Ok(None);
+        }
+        let Pending { seq, thread } = self.pending.take().expect("checked above");
+        let path = thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        self.snapshot_seq = seq;
+        self.prune()?;
+        Ok(Some(path))
+    }
+
+    /// Drop all but the newest `keep_snapshots` snapshots and archive the segments no kept
+    /// snapshot needs.
+    fn prune(&mut self) -> Result<(), JournalError> {
         let all = snapshot::list(self.journal.dir())?;
         let keep = self.options.keep_snapshots.max(1);
         let (old, kept) = all.split_at(all.len().saturating_sub(keep));
@@ -218,6 +295,15 @@ impl JournaledEngine {
         if let (true, Some(&(oldest, _))) = (self.options.archive_segments, kept.first()) {
             self.journal.archive_through(oldest)?;
         }
-        Ok(path)
+        Ok(())
+    }
+}
+
+impl Drop for JournaledEngine {
+    /// A snapshot still being written is finished, so that shutting down does not leave it
+    /// half-written (recovery would remove it and replay more). Its errors have no one to
+    /// go to here: the commands are durable either way.
+    fn drop(&mut self) {
+        let _ = self.finish_snapshot(true);
     }
 }

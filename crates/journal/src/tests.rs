@@ -360,6 +360,41 @@ fn a_record_torn_inside_the_zeros_is_truncated_with_a_warning() {
 }
 
 #[test]
+fn a_background_snapshot_holds_the_state_at_its_seq_while_commands_go_on() {
+    let lines = workload(500);
+    let dir = TempDir::new().unwrap();
+    let options = Options { segment_bytes: 2048, snapshot_every: 60, background_snapshots: true, ..Options::default() };
+    let (mut live, _) = open_engine(dir.path(), options);
+    // One started by hand at seq 50; the next batch goes on while it is written.
+    live.submit_batch(&refs(&lines[..50])).unwrap();
+    live.snapshot_in_background().unwrap();
+    live.submit_batch(&refs(&lines[50..55])).unwrap();
+    // Collected by that batch if it was done by then, else here.
+    let waited = live.wait_for_snapshot().unwrap();
+    let path = dir.path().join(snapshot::file_name(50));
+    assert!(waited.is_none_or(|p| p == path));
+    let (header, engine) = snapshot::load(&path).unwrap();
+    assert_eq!((header.seq, engine.state_hash()), (50, fresh_hash(&lines[..50])), "the state at seq 50, not later");
+    assert_eq!(live.wait_for_snapshot().unwrap(), None, "nothing left to wait for");
+    // The automatic ones, then a drop that finishes the one in flight.
+    for chunk in lines[55..].chunks(7) {
+        assert!(live.submit_batch(&refs(chunk)).unwrap().snapshot_error.is_none());
+    }
+    drop(live);
+    assert!(snapshot::temp_files(dir.path()).unwrap().is_empty(), "no snapshot left half-written");
+    let kept = snapshot::list(dir.path()).unwrap();
+    assert_eq!(kept.len(), 2, "old ones pruned as they are collected");
+    for (seq, path) in &kept {
+        let (header, engine) = snapshot::load(path).unwrap();
+        assert_eq!((header.seq, engine.state_hash()), (*seq, fresh_hash(&lines[..*seq as usize])));
+    }
+    let (recovered, recovery) = open_engine(dir.path(), options);
+    assert_eq!(recovered.engine().state_hash(), fresh_hash(&lines));
+    assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
+    assert_eq!(recovery.snapshot.map(|(seq, _)| seq), Some(kept[1].0));
+}
+
+#[test]
 fn segments_no_kept_snapshot_needs_move_to_the_archive() {
     let lines = workload(500);
     let dir = TempDir::new().unwrap();
@@ -416,7 +451,13 @@ fn a_corrupt_newest_snapshot_falls_back_to_an_older_one_or_to_an_empty_engine() 
     let lines = workload(200);
     let expected = fresh_hash(&lines);
     let dir = TempDir::new().unwrap();
-    let options = Options { segment_bytes: 4096, snapshot_every: 50, keep_snapshots: 2, archive_segments: false };
+    let options = Options {
+        segment_bytes: 4096,
+        snapshot_every: 50,
+        keep_snapshots: 2,
+        archive_segments: false,
+        ..Options::default()
+    };
     let (mut live, _) = open_engine(dir.path(), options);
     for chunk in lines.chunks(10) {
         live.submit_batch(&refs(chunk)).unwrap();
@@ -552,7 +593,7 @@ proptest! {
         let dir = TempDir::new().unwrap();
         // Cuts here can reach records a snapshot already covered (no real crash loses those);
         // archived segments would then be needed, so this test keeps them in place.
-        let options = Options { segment_bytes, snapshot_every, keep_snapshots: 2, archive_segments: false };
+        let options = Options { segment_bytes, snapshot_every, keep_snapshots: 2, archive_segments: false, ..Options::default() };
         let (mut live, _) = open_engine(dir.path(), options);
         let mut i = 0;
         for size in batch_sizes {

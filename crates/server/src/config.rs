@@ -72,6 +72,9 @@ pub struct JournalConfig {
     pub keep_snapshots: usize,
     /// Move segments no kept snapshot needs into `archive/` after each snapshot.
     pub archive_segments: bool,
+    /// Write automatic snapshots on a thread of their own from a copy of the state, so that
+    /// commands wait for the copy only (on by default here; the library's default is off).
+    pub background_snapshots: bool,
 }
 
 impl Default for JournalConfig {
@@ -82,6 +85,7 @@ impl Default for JournalConfig {
             segment_bytes: o.segment_bytes,
             keep_snapshots: o.keep_snapshots,
             archive_segments: o.archive_segments,
+            background_snapshots: true,
         }
     }
 }
@@ -93,6 +97,7 @@ impl JournalConfig {
             snapshot_every: self.snapshot_every,
             keep_snapshots: self.keep_snapshots.max(1),
             archive_segments: self.archive_segments,
+            background_snapshots: self.background_snapshots,
         }
     }
 }
@@ -225,12 +230,13 @@ mod tests {
         let config = Config::parse(&text).unwrap();
         assert!(n >= 3 && config.keys.len() == n);
         let options = config.journal.options();
+        let library = ballast_journal::Options::default();
         assert_eq!(
             options,
-            ballast_journal::Options { segment_bytes: 64 << 20, ..ballast_journal::Options::default() }
+            ballast_journal::Options { segment_bytes: 64 << 20, background_snapshots: true, ..library }
         );
-        assert!(options.archive_segments);
-        let off = Config::parse("[journal]\narchive_segments = false\n").unwrap();
-        assert!(!off.journal.options().archive_segments);
+        assert!(options.archive_segments && Config::parse("").unwrap().journal.options().background_snapshots);
+        let off = Config::parse("[journal]\narchive_segments = false\nbackground_snapshots = false\n").unwrap();
+        assert!(!off.journal.options().archive_segments && !off.journal.options().background_snapshots);
     }
 }
