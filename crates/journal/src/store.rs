@@ -71,6 +71,9 @@ pub struct Submitted {
     pub seqs: Range<u64>,
     /// One outcome per submitted line, in order.
     pub outcomes: Vec<Outcome>,
+    /// The sequence number of the snapshot this batch wrote, or collected once written in the
+    /// background.
+    pub snapshot: Option<u64>,
     /// An automatic snapshot was due and failed (the batch itself is durable).
     pub snapshot_error: Option<JournalError>,
 }
@@ -217,21 +220,26 @@ impl JournaledEngine {
                 }
             })
             .collect();
-        Ok(Submitted { seqs, outcomes, snapshot_error: self.snapshot_if_due().err() })
+        let (snapshot, snapshot_error) = match self.snapshot_if_due() {
+            Ok(seq) => (seq, None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Submitted { seqs, outcomes, snapshot, snapshot_error })
     }
 
     /// The automatic snapshot: once the previous one is done and `snapshot_every` commands
     /// have been journaled since, write one (in the background with
     /// [`Options::background_snapshots`]). A failed one is tried again on the next batch.
-    fn snapshot_if_due(&mut self) -> Result<(), JournalError> {
-        self.finish_snapshot(false)?;
+    /// Returns the sequence number of a snapshot written or collected.
+    fn snapshot_if_due(&mut self) -> Result<Option<u64>, JournalError> {
+        let collected = self.finish_snapshot(false)?.map(|_| self.snapshot_seq);
         let every = self.options.snapshot_every;
         if self.pending.is_some() || every == 0 || self.last_seq() - self.snapshot_seq < every {
-            return Ok(());
+            return Ok(collected);
         }
         match self.options.background_snapshots {
-            true => self.snapshot_in_background(),
-            false => self.snapshot().map(drop),
+            true => self.snapshot_in_background().map(|()| collected),
+            false => self.snapshot().map(|_| Some(self.snapshot_seq)),
         }
     }
 

@@ -273,7 +273,11 @@ impl<B: Backend> Worker<B> {
             }
         };
         self.metrics.commit(took, lines.len());
+        if let Some(seq) = submitted.snapshot {
+            self.metrics.snapshot_written(seq);
+        }
         if let Some(e) = &submitted.snapshot_error {
+            self.metrics.snapshot_failed();
             eprintln!("ballast serve: warning: automatic snapshot failed (the commands are durable): {e}");
         }
         self.health.last_seq.store(self.backend.last_seq(), Ordering::Relaxed);

@@ -91,7 +91,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             .await
             .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.listen, source })?;
-        let (router, _handle) = build(journaled, &config);
+        let (router, handle) = build(journaled, &config);
+        if let Some((seq, _)) = &recovery.snapshot {
+            handle.metrics.snapshot_recovered(*seq);
+        }
         println!("listening on http://{addr} (data dir {})", config.data_dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -55,6 +55,11 @@ struct Inner {
     batch_sizes: Histogram,
     commit_failures: u64,
     rate_limited: u64,
+    /// Automatic snapshots written (durable) and failed, and the newest one's seq (recovered
+    /// from or written).
+    snapshots_written: u64,
+    snapshots_failed: u64,
+    snapshot_seq: u64,
 }
 
 /// The service's counters and histograms.
@@ -111,6 +116,23 @@ impl Metrics {
         self.with(|m| m.commit_failures += 1);
     }
 
+    /// An automatic snapshot of the state after `seq` is on disk.
+    pub fn snapshot_written(&self, seq: u64) {
+        self.with(|m| {
+            m.snapshots_written += 1;
+            m.snapshot_seq = seq;
+        });
+    }
+
+    /// Recovery started from the snapshot of the state after `seq`.
+    pub fn snapshot_recovered(&self, seq: u64) {
+        self.with(|m| m.snapshot_seq = seq);
+    }
+
+    pub fn snapshot_failed(&self) {
+        self.with(|m| m.snapshots_failed += 1);
+    }
+
     pub fn rate_limited(&self) {
         self.with(|m| m.rate_limited += 1);
     }
@@ -153,6 +175,11 @@ impl Metrics {
             m.batch_sizes.render(out, "ballast_journal_batch_kilocommands", "");
             out.push_str("# HELP ballast_journal_commit_failures_total Group commits that failed (not acknowledged).\n# TYPE ballast_journal_commit_failures_total counter\n");
             let _ = writeln!(out, "ballast_journal_commit_failures_total {}", m.commit_failures);
+            out.push_str("# HELP ballast_snapshots_total Automatic snapshots by outcome (written: durable on disk; failed: the commands stay durable and the next group commit tries again).\n# TYPE ballast_snapshots_total counter\n");
+            let _ = writeln!(out, "ballast_snapshots_total{{outcome=\"written\"}} {}", m.snapshots_written);
+            let _ = writeln!(out, "ballast_snapshots_total{{outcome=\"failed\"}} {}", m.snapshots_failed);
+            out.push_str("# HELP ballast_snapshot_seq Sequence number of the newest snapshot: the one recovery started from, then each one written (0: none).\n# TYPE ballast_snapshot_seq gauge\n");
+            let _ = writeln!(out, "ballast_snapshot_seq {}", m.snapshot_seq);
             out.push_str("# HELP ballast_rate_limited_total Requests refused by the per-key rate limit.\n# TYPE ballast_rate_limited_total counter\n");
             let _ = writeln!(out, "ballast_rate_limited_total {}", m.rate_limited);
         });

@@ -70,8 +70,12 @@ struct Fixture {
 }
 
 fn fixture_with(config: Config) -> Fixture {
+    fixture_in(config, Options::default())
+}
+
+fn fixture_in(config: Config, options: Options) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let (inner, _) = JournaledEngine::open(dir.path(), Options::default()).unwrap();
+    let (inner, _) = JournaledEngine::open(dir.path(), options).unwrap();
     let fail = Arc::new(AtomicBool::new(false));
     let (router, handle) = ballast_server::build(FlakyDisk { inner, fail: fail.clone() }, &config);
     Fixture { router, handle, fail, _dir: dir }
@@ -359,6 +363,25 @@ async fn small_and_large_groups_reach_the_ring_in_order() {
     assert_eq!(ring, (1..=n).collect::<Vec<u64>>(), "one deposit event per command, in seq order");
 }
 
+async fn metrics_text(f: &Fixture) -> String {
+    let res = f.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn automatic_snapshots_are_counted_in_the_metrics() {
+    // Written in place, so each is on disk when its group commit returns.
+    let f = fixture_in(config(), Options { snapshot_every: 2, ..Options::default() });
+    let text = metrics_text(&f).await;
+    assert!(text.contains("ballast_snapshots_total{outcome=\"written\"} 0\n"), "{text}");
+    setup(&f).await;
+    // Five commands, one per group commit: snapshots after seq 2 and 4.
+    let text = metrics_text(&f).await;
+    assert!(text.contains("ballast_snapshots_total{outcome=\"written\"} 2\n"), "{text}");
+    assert!(text.contains("ballast_snapshots_total{outcome=\"failed\"} 0\n"), "{text}");
+    assert!(text.contains("ballast_snapshot_seq 4\n"), "{text}");
+}
+
 #[tokio::test]
 async fn queries_metrics_openapi_and_dashboard_answer() {
     let f = fixture();
@@ -383,8 +406,7 @@ async fn queries_metrics_openapi_and_dashboard_answer() {
         r#"{"ts":2000,"cmd":"fill","market":"BTC-PERP","buyer":"alice","seller":"bob","size":"100","price":"50000"}"#;
     let (_, body) = post(&f, "venue", too_big).await;
     assert_eq!(body["results"][0]["accepted"], false, "{body}");
-    let res = f.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
-    let text = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let text = metrics_text(&f).await;
     assert!(text.contains("ballast_commands_total{cmd=\"fill\",outcome=\"accepted\"} 1"), "{text}");
     assert!(text.contains("ballast_commands_total{cmd=\"fill\",outcome=\"rejected\"} 1"), "{text}");
     assert!(text.contains("ballast_events_total{event=\"filled\"} 1"), "{text}");
