@@ -136,32 +136,48 @@ impl Serialize for Persisted {
 }
 
 impl Engine {
-    /// A copy of the persisted state (see [`Persisted`]). Every field is named, so that a new
-    /// one has to be sorted here into copied or derived.
+    /// A copy of the persisted state (see [`Persisted`]).
     pub fn persisted(&self) -> Persisted {
+        // Exhaustive, so that a new field has to be sorted here into copied or derived.
+        let Engine {
+            seq,
+            now,
+            assets,
+            markets,
+            account_ids,
+            accounts,
+            fee_pool,
+            totals,
+            insurance,
+            backstop,
+            liquidations,
+            next_order,
+            withdrawals,
+            governance,
+            account_index: _,
+            index: _,
+            touched: _,
+            stepped_marks: _,
+            stepped_assets: _,
+            deadline_floor: _,
+            scratch: _,
+        } = self;
         Persisted(Engine {
-            seq: self.seq,
-            now: self.now,
-            assets: self.assets.clone(),
-            markets: self.markets.clone(),
-            account_ids: self.account_ids.clone(),
-            accounts: self.accounts.clone(),
-            fee_pool: self.fee_pool,
-            totals: self.totals,
-            insurance: self.insurance.clone(),
-            backstop: self.backstop,
-            liquidations: self.liquidations.clone(),
-            next_order: self.next_order,
-            withdrawals: self.withdrawals.clone(),
-            governance: self.governance.clone(),
-            // Derived (`#[serde(skip)]`): left empty.
-            account_index: AccountIndex::default(),
-            index: TriggerIndex::default(),
-            touched: Vec::new(),
-            stepped_marks: Vec::new(),
-            stepped_assets: Vec::new(),
-            deadline_floor: 0,
-            scratch: Scratch::default(),
+            seq: *seq,
+            now: *now,
+            assets: assets.clone(),
+            markets: markets.clone(),
+            account_ids: account_ids.clone(),
+            accounts: accounts.clone(),
+            fee_pool: *fee_pool,
+            totals: *totals,
+            insurance: insurance.clone(),
+            backstop: *backstop,
+            liquidations: liquidations.clone(),
+            next_order: *next_order,
+            withdrawals: withdrawals.clone(),
+            governance: governance.clone(),
+            ..Engine::default()
         })
     }
 }
