@@ -257,7 +257,7 @@ impl JournaledEngine {
 
     /// Start writing a snapshot of the current state on a thread of its own, after any
     /// still being written. The caller waits only for a copy of the persisted state
-    /// ([`Engine::persisted`]; at 10⁶ accounts about a quarter of a snapshot written in
+    /// ([`Engine::persisted`]; at 10⁶ accounts about a third of a snapshot written in
     /// place); the copy is hashed, encoded, written, synced and dropped on that thread. Old snapshots are dropped and segments archived when it is collected: by
     /// the next batch after it is done, [`JournaledEngine::wait_for_snapshot`], or when
     /// `self` is dropped. Until then recovery uses the snapshots already on disk.
