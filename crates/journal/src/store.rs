@@ -85,6 +85,8 @@ pub struct JournaledEngine {
     engine: Engine,
     options: Options,
     snapshot_seq: u64,
+    /// The seq of the last automatic snapshot started, written or failed.
+    tried_seq: u64,
     /// The snapshot being written in the background, at most one.
     pending: Option<Pending>,
 }
@@ -166,7 +168,7 @@ impl JournaledEngine {
         warnings.append(&mut recovery.warnings);
         recovery.warnings = warnings;
         let snapshot_seq = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-        Ok((JournaledEngine { journal, engine, options, snapshot_seq, pending: None }, recovery))
+        Ok((JournaledEngine { journal, engine, options, snapshot_seq, tried_seq: 0, pending: None }, recovery))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -228,15 +230,19 @@ impl JournaledEngine {
     }
 
     /// The automatic snapshot: once the previous one is done and `snapshot_every` commands
-    /// have been journaled since, write one (in the background with
-    /// [`Options::background_snapshots`]). A failed one is tried again on the next batch.
-    /// Returns the sequence number of a snapshot written or collected.
+    /// have been journaled since the last one written or tried, write one (in the background
+    /// with [`Options::background_snapshots`]). A failed one is tried again only after another
+    /// `snapshot_every` commands: trying on every batch would copy or write the whole state on
+    /// every batch while, say, the disk has room for the journal's appends but not for a
+    /// snapshot. Returns the sequence number of a snapshot written or collected.
     fn snapshot_if_due(&mut self) -> Result<Option<u64>, JournalError> {
         let collected = self.finish_snapshot(false)?.map(|_| self.snapshot_seq);
         let every = self.options.snapshot_every;
-        if self.pending.is_some() || every == 0 || self.last_seq() - self.snapshot_seq < every {
+        let since = self.last_seq() - self.snapshot_seq.max(self.tried_seq);
+        if self.pending.is_some() || every == 0 || since < every {
             return Ok(collected);
         }
+        self.tried_seq = self.last_seq();
         match self.options.background_snapshots {
             true => self.snapshot_in_background().map(|()| collected),
             false => self.snapshot().map(|_| Some(self.snapshot_seq)),
@@ -258,9 +264,10 @@ impl JournaledEngine {
     /// Start writing a snapshot of the current state on a thread of its own, after any
     /// still being written. The caller waits only for a copy of the persisted state
     /// ([`Engine::persisted`]; at 10⁶ accounts about a third of a snapshot written in
-    /// place); the copy is hashed, encoded, written, synced and dropped on that thread. Old snapshots are dropped and segments archived when it is collected: by
-    /// the next batch after it is done, [`JournaledEngine::wait_for_snapshot`], or when
-    /// `self` is dropped. Until then recovery uses the snapshots already on disk.
+    /// place); the copy is hashed, encoded, written, synced and dropped on that thread. Old
+    /// snapshots are dropped and segments archived when it is collected: by the next batch
+    /// after it is done, [`JournaledEngine::wait_for_snapshot`], or when `self` is dropped.
+    /// Until then recovery uses the snapshots already on disk.
     pub fn snapshot_in_background(&mut self) -> Result<(), JournalError> {
         self.finish_snapshot(true)?;
         let (dir, seq, state) = (self.journal.dir().to_path_buf(), self.last_seq(), self.engine.persisted());

@@ -395,6 +395,32 @@ fn a_background_snapshot_holds_the_state_at_its_seq_while_commands_go_on() {
 }
 
 #[test]
+fn a_failed_automatic_snapshot_waits_another_snapshot_every_commands() {
+    let lines = workload(30);
+    for background_snapshots in [false, true] {
+        let dir = TempDir::new().unwrap();
+        let options = Options { snapshot_every: 10, background_snapshots, ..Options::default() };
+        let (mut live, _) = open_engine(dir.path(), options);
+        // A directory where a snapshot's temporary file goes makes that snapshot fail: at seq
+        // 10, and at every seq up to 19, where a retry on the next batch would land.
+        for seq in 10..20 {
+            fs::create_dir(dir.path().join(format!("{}.tmp", snapshot::file_name(seq)))).unwrap();
+        }
+        let mut failed = Vec::new();
+        for (i, line) in lines[..25].iter().enumerate() {
+            if let Some(e) = live.submit_batch(&[line.as_str()]).unwrap().snapshot_error {
+                failed.push((i + 1, e.to_string()));
+            }
+        }
+        live.wait_for_snapshot().unwrap();
+        assert_eq!(failed.len(), 1, "background {background_snapshots}: {failed:?}");
+        assert!(failed[0].1.contains(&snapshot::file_name(10)), "{failed:?}");
+        let written: Vec<u64> = snapshot::list(dir.path()).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert!(!written.is_empty() && written.iter().all(|&seq| seq >= 20), "{written:?}");
+    }
+}
+
+#[test]
 fn segments_no_kept_snapshot_needs_move_to_the_archive() {
     let lines = workload(500);
     let dir = TempDir::new().unwrap();

@@ -175,7 +175,7 @@ impl Metrics {
             m.batch_sizes.render(out, "ballast_journal_batch_kilocommands", "");
             out.push_str("# HELP ballast_journal_commit_failures_total Group commits that failed (not acknowledged).\n# TYPE ballast_journal_commit_failures_total counter\n");
             let _ = writeln!(out, "ballast_journal_commit_failures_total {}", m.commit_failures);
-            out.push_str("# HELP ballast_snapshots_total Automatic snapshots by outcome (written: durable on disk; failed: the commands stay durable and the next group commit tries again).\n# TYPE ballast_snapshots_total counter\n");
+            out.push_str("# HELP ballast_snapshots_total Automatic snapshots by outcome (written: durable on disk; failed: the commands stay durable; tried again after another snapshot_every commands).\n# TYPE ballast_snapshots_total counter\n");
             let _ = writeln!(out, "ballast_snapshots_total{{outcome=\"written\"}} {}", m.snapshots_written);
             let _ = writeln!(out, "ballast_snapshots_total{{outcome=\"failed\"}} {}", m.snapshots_failed);
             out.push_str("# HELP ballast_snapshot_seq Sequence number of the newest snapshot: the one recovery started from, then each one written (0: none).\n# TYPE ballast_snapshot_seq gauge\n");
