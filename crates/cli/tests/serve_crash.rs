@@ -5,6 +5,9 @@
 //!
 //! The kill moments come from a seed printed at the start; set BALLAST_CRASH_SEED to repeat a
 //! run, BALLAST_CRASH_ROUNDS to change the number of kills.
+//!
+//! And a graceful stop (SIGTERM): the service exits 0 once the snapshot it is writing in the
+//! background is on disk.
 
 use ballast_engine::Engine;
 use ballast_journal::{apply_line, scan, ARCHIVE};
@@ -195,5 +198,50 @@ fn sigkill_under_load_loses_no_acknowledged_command() {
     eprintln!("{total_kills} kills, {acked} acknowledged commands, all present");
     assert_eq!(total_kills, rounds);
     assert!(acked > 0, "the clients got no acknowledgement at all");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_finishes_the_snapshot_being_written() {
+    let dir = std::env::temp_dir().join(format!("ballast-stop-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, config) = (dir.join("data"), dir.join("ballast.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[journal]\nsnapshot_every = 100\n\n[[key]]\nname = \"venue\"\nsha256 = \"{}\"\nrole = \"venue\"\n",
+            hash_key("stop-venue")
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = start(&config, &data);
+    let mut client = Client::new(addr, Some("stop-venue"));
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| serde_json::json!({"ts": 0, "cmd": "deposit", "account": format!("a{b}{i}"), "asset": "USDC", "amount": "1"}))
+            .collect();
+        let reply = client.post("/v1/commands", Value::from(batch).to_string().as_bytes()).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // The tenth group commit (seq 91–100) started the snapshot at seq 100 in the background;
+    // stop at once, most likely while it is being written.
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on the child's pid has no memory effects in this process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = (0..6000)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            child.try_wait().unwrap()
+        })
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("ballast serve did not stop within 60 s of SIGTERM")
+        });
+    assert!(status.success(), "{status:?}");
+    let names: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n == "snapshot-00000000000000000100.bin"), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "a half-written snapshot: {names:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

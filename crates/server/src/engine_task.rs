@@ -120,6 +120,8 @@ pub struct Health {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Job>,
+    /// The engine thread, for [`EngineHandle::stop`].
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     pub events: Arc<EventLog>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -148,11 +150,31 @@ impl EngineHandle {
             .expect("cannot start the reply thread");
         let worker =
             Worker { backend, metrics: metrics.clone(), health: health.clone(), done, handed, events: events.clone() };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ballast-engine".into())
             .spawn(move || worker.run(rx))
             .expect("cannot start the engine thread");
-        EngineHandle { tx, events, metrics, health }
+        EngineHandle { tx, thread: Arc::new(Mutex::new(Some(thread))), events, metrics, health }
+    }
+
+    /// Drop this handle and wait, up to `limit`, for the engine thread to exit: it does once
+    /// every handle is gone, after its last group commit, dropping the journaled engine, which
+    /// finishes a snapshot being written in the background. False if it did not exit in time
+    /// (another handle is still alive, or the disk hangs).
+    pub fn stop(self, limit: std::time::Duration) -> bool {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(self);
+        let Some(thread) = thread else { return true };
+        let deadline = Instant::now() + limit;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The engine thread panicked only on a broken invariant; it has already said so.
+        let _ = thread.join();
+        true
     }
 
     /// Journal and apply `lines` (command JSON lines, already decoded once by the caller);

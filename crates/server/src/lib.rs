@@ -86,7 +86,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         ),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    runtime.block_on(async move {
+    let handle = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
@@ -101,9 +101,23 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         axum::serve(listener.tap_io(no_delay), router)
             .with_graceful_shutdown(shutdown())
             .await
-            .map_err(ServeError::Serve)
-    })
+            .map_err(ServeError::Serve)?;
+        Ok::<_, ServeError>(handle)
+    })?;
+    // Dropping the runtime drops the connections and streams that still hold the engine; then
+    // the engine thread ends its last group commit and any snapshot being written.
+    runtime.shutdown_timeout(STOP_LIMIT);
+    if !handle.stop(STOP_LIMIT) {
+        eprintln!(
+            "ballast serve: warning: the engine thread did not stop within {} s; exiting anyway (every acknowledged command is durable)",
+            STOP_LIMIT.as_secs()
+        );
+    }
+    Ok(())
 }
+
+/// How long a stop waits for the runtime and then for the engine thread.
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Replies are small and latency matters: send them without waiting to coalesce (Nagle).
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
