@@ -39,7 +39,8 @@ impl Rng {
     }
 }
 
-fn start(config: &Path, data: &Path) -> (Child, SocketAddr) {
+/// Start the service; its address, and its stdout after the `listening` line (once it exits).
+fn start(config: &Path, data: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ballast"))
         .args(["serve", "--config"])
         .arg(config)
@@ -51,7 +52,7 @@ fn start(config: &Path, data: &Path) -> (Child, SocketAddr) {
         .spawn()
         .expect("start ballast serve");
     match child.stdout.take().and_then(listening) {
-        Some(addr) => (child, addr),
+        Some((addr, rest)) => (child, addr, rest),
         None => {
             let _ = child.kill();
             let status = child.wait();
@@ -61,8 +62,8 @@ fn start(config: &Path, data: &Path) -> (Child, SocketAddr) {
 }
 
 /// Read the service's stdout up to `listening on http://ADDR`; keep draining it afterwards so
-/// the service never blocks on a full pipe.
-fn listening(stdout: std::process::ChildStdout) -> Option<SocketAddr> {
+/// the service never blocks on a full pipe, into the thread's result.
+fn listening(stdout: std::process::ChildStdout) -> Option<(SocketAddr, std::thread::JoinHandle<String>)> {
     let mut out = BufReader::new(stdout);
     let mut line = String::new();
     loop {
@@ -72,8 +73,10 @@ fn listening(stdout: std::process::ChildStdout) -> Option<SocketAddr> {
         }
         if let Some(rest) = line.trim().strip_prefix("listening on http://") {
             let addr = rest.split(' ').next()?.parse().ok()?;
-            std::thread::spawn(move || for _ in out.lines() {});
-            return Some(addr);
+            return Some((
+                addr,
+                std::thread::spawn(move || out.lines().map_while(Result::ok).collect::<Vec<_>>().join("\n")),
+            ));
         }
     }
 }
@@ -138,7 +141,7 @@ fn sigkill_under_load_loses_no_acknowledged_command() {
     // The state hash of a fresh replay of the journal after the last kill.
     let mut expected: Option<String> = None;
     for round in 0..rounds {
-        let (mut child, addr) = start(&config, &data);
+        let (mut child, addr, _) = start(&config, &data);
         if let Some(replayed) = &expected {
             // The restarted service reports the state of a fresh replay of the journal.
             let reply = Client::new(addr, Some("crash-venue")).get("/v1/state/hash").unwrap();
@@ -215,7 +218,7 @@ fn sigterm_finishes_the_snapshot_being_written() {
         ),
     )
     .unwrap();
-    let (mut child, addr) = start(&config, &data);
+    let (mut child, addr, stdout) = start(&config, &data);
     let mut client = Client::new(addr, Some("stop-venue"));
     for b in 0..10 {
         let batch: Vec<Value> = (0..10)
@@ -239,6 +242,7 @@ fn sigterm_finishes_the_snapshot_being_written() {
             panic!("ballast serve did not stop within 60 s of SIGTERM")
         });
     assert!(status.success(), "{status:?}");
+    assert_eq!(stdout.join().unwrap(), "stopped: last seq 100");
     let names: Vec<String> =
         std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().any(|n| n == "snapshot-00000000000000000100.bin"), "{names:?}");

@@ -107,11 +107,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     // Dropping the runtime drops the connections and streams that still hold the engine; then
     // the engine thread ends its last group commit and any snapshot being written.
     runtime.shutdown_timeout(STOP_LIMIT);
-    if !handle.stop(STOP_LIMIT) {
-        eprintln!(
+    let health = handle.health.clone();
+    match handle.stop(STOP_LIMIT) {
+        true => println!("stopped: last seq {}", health.last_seq.load(std::sync::atomic::Ordering::Relaxed)),
+        false => eprintln!(
             "ballast serve: warning: the engine thread did not stop within {} s; exiting anyway (every acknowledged command is durable)",
             STOP_LIMIT.as_secs()
-        );
+        ),
     }
     Ok(())
 }
