@@ -115,10 +115,10 @@ impl Default for Engine {
 }
 
 /// The persisted part of an engine: what a snapshot holds and the state hash covers, copied
-/// without the derived indexes (id lookup, liquidation detection), which loading rebuilds.
-/// Copying those is most of the cost of a full clone of a large book, so a snapshot written
-/// on another thread is made from this. It serializes exactly like the engine, and can be
-/// hashed, but not applied to.
+/// without the derived indexes (id lookup, liquidation detection), which loading rebuilds and
+/// a snapshot never needs (they are about a quarter of a full clone at 10⁶ accounts). A
+/// snapshot written on another thread is made from this. It serializes exactly like the
+/// engine, and can be hashed, but not applied to.
 #[derive(Debug)]
 pub struct Persisted(Engine);
 
