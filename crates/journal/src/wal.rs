@@ -200,8 +200,9 @@ pub(crate) enum Fault {
 /// where an append must also persist the file's new size (and, on ext4, allocate the blocks).
 /// On the benchmark machine's disk the median `fdatasync` of a 200-byte write is 0.10–0.12 ms
 /// this way against 0.16–0.22 ms appending, in the quieter runs of BENCHMARKS.md §5.
-/// PostgreSQL writes its WAL segments full of zeros before use for the same reason. The zeros are written with the batch that needs them, under the same `fdatasync`,
-/// once per mebibyte; a finished segment is cut back to its records before the next one starts.
+/// PostgreSQL writes its WAL segments full of zeros before use for the same reason. The zeros
+/// are written with the batch that needs them, under the same `fdatasync`, once per mebibyte; a
+/// finished segment is cut back to its records before the next one starts.
 pub const PREALLOCATE: u64 = 1 << 20;
 
 /// The subdirectory of the data directory that archived segments move to
