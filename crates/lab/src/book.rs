@@ -75,18 +75,33 @@ impl Book {
             let price = if self.long[i] { self.entry[i] - d } else { self.entry[i] + d };
             (u128::from(self.market[i]) << 65 | u128::from(self.long[i]) << 64 | u128::from(total_order(price)), i)
         };
-        let mut keyed: Vec<(u128, usize)> = (0..self.len()).map(key).collect();
+        let mut keyed: Vec<(u128, usize)> = (0..self.len()).into_par_iter().map(key).collect();
         keyed.par_sort_unstable();
-        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
-        self.ids = order.iter().map(|&i| std::mem::take(&mut self.ids[i])).collect();
-        for column in [&mut self.size, &mut self.entry, &mut self.margin] {
-            *column = order.iter().map(|&i| column[i]).collect();
-        }
-        for column in [&mut self.long, &mut self.isolated] {
-            *column = order.iter().map(|&i| column[i]).collect();
-        }
-        self.market = order.iter().map(|&i| self.market[i]).collect();
+        let order: Vec<usize> = keyed.into_par_iter().map(|(_, i)| i).collect();
+        // The columns are reordered on both cores: the ids (a third of the bytes) on one, the
+        // rest on the other.
+        let Book { ids, market, long, size, entry, isolated, margin } = self;
+        rayon::join(
+            || {
+                let mut old = std::mem::take(ids);
+                *ids = order.iter().map(|&i| std::mem::take(&mut old[i])).collect();
+            },
+            || {
+                for column in [size, entry, margin] {
+                    reorder(column, &order);
+                }
+                for column in [long, isolated] {
+                    reorder(column, &order);
+                }
+                reorder(market, &order);
+            },
+        );
     }
+}
+
+/// `column` in the order of `order` (indexes into it).
+fn reorder<T: Copy>(column: &mut Vec<T>, order: &[usize]) {
+    *column = order.iter().map(|&i| column[i]).collect();
 }
 
 /// `x`'s bits as an unsigned integer ordered like `f64::total_cmp`.

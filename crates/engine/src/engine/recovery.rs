@@ -817,8 +817,13 @@ impl Engine {
         let opened: Vec<bool> = keys.clone().map(|k| !self.liquidations.contains_key(&k)).collect();
         let new = keys.zip(&opened).filter(|&(_, &o)| o).map(|(k, _)| k);
         let status = || Liquidation { since: ts, progress: ts, markets: SmallVec::new() };
-        if opened.iter().filter(|&&o| o).count() > self.liquidations.len() {
-            let mut built: std::collections::BTreeMap<Key, Liquidation> = new.clone().map(|k| (k, status())).collect();
+        let count = opened.iter().filter(|&&o| o).count();
+        if count > self.liquidations.len() {
+            // Collected at its final size first: a collect straight into the tree would grow
+            // its buffer by doubling, copying the statuses each time.
+            let mut statuses = Vec::with_capacity(count);
+            statuses.extend(new.clone().map(|k| (k, status())));
+            let mut built = std::collections::BTreeMap::from_iter(statuses);
             self.liquidations.append(&mut built);
         } else {
             for k in new.clone() {
