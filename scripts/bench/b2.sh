@@ -15,7 +15,7 @@ rounds=${1:-3}
 python=${PYTHON:-python3}
 book=out/bench/positions-1m.csv
 "$python" -c 'import numpy' 2>/dev/null || { echo "b2: $python has no numpy (set PYTHON)" >&2; exit 2; }
-[ -f "$book" ] || python3 scripts/bench/gen_positions.py 1000000 "$book"
+[ -f "$book" ] || "$python" scripts/bench/gen_positions.py 1000000 "$book"
 cargo build --release -q -p ballast
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
