@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rounds=${1:-3}
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "b2: ROUNDS must be a positive number, got '$rounds'" >&2; exit 2; }
 python=${PYTHON:-python3}
 book=out/bench/positions-1m.csv
 "$python" -c 'import numpy' 2>/dev/null || { echo "b2: $python has no numpy (set PYTHON)" >&2; exit 2; }
