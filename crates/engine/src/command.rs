@@ -22,9 +22,13 @@ pub struct TimedCommand {
     pub cmd: Command,
 }
 
+/// One command. The rare commands with large payloads (asset and market parameters, governance
+/// proposals and guardian actions) hold them boxed, so that a command is as small as a fill:
+/// streams and batches of commands are mostly fills and prices (144 bytes a timed command
+/// instead of 320, see the size test below).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    CreateAsset { asset: String, params: AssetParams },
+    CreateAsset { asset: String, params: Box<AssetParams> },
     CreateMarket { market: String, params: Box<MarketParams> },
     Deposit(Deposit),
     Withdraw(Withdraw),
@@ -42,11 +46,11 @@ pub enum Command {
     RequestWithdrawal(RequestWithdrawal),
     CancelWithdrawal(CancelWithdrawal),
     InitGovernance(InitGovernance),
-    Propose(Propose),
+    Propose(Box<Propose>),
     Approve(SignedNonce),
     Execute(Execute),
     Cancel(SignedNonce),
-    Guardian(GuardianAction),
+    Guardian(Box<GuardianAction>),
 }
 
 impl Command {
@@ -398,6 +402,14 @@ fn take_string(map: &mut Map<String, Value>, cmd: &'static str, key: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timed_command_is_as_small_as_a_fill() {
+        // The largest unboxed payloads are a fill's and a liquidation's (112 bytes); a new
+        // variant with a larger one should box it, as `CreateMarket` does.
+        assert_eq!(std::mem::size_of::<Fill>(), 112);
+        assert_eq!(std::mem::size_of::<TimedCommand>(), 144);
+    }
 
     #[test]
     fn decodes_the_core_commands_of_the_design() {

@@ -885,7 +885,7 @@ fn create_market(s: &Model) -> BoxedStrategy<Step> {
 fn create_asset(s: &Model) -> BoxedStrategy<Step> {
     let names = listing_name(&ASSET_NAMES, |n| s.assets.iter().any(|a| a.id == n), &["USDC", "b@d"], 20);
     (ts_after(s.now), names, asset_params())
-        .prop_map(|(ts, asset, params)| step(ts, Command::CreateAsset { asset, params }))
+        .prop_map(|(ts, asset, params)| step(ts, Command::CreateAsset { asset, params: Box::new(params) }))
         .boxed()
 }
 
@@ -1217,8 +1217,9 @@ fn change(s: &Model) -> BoxedStrategy<Change> {
 fn governance(s: &Model) -> BoxedStrategy<Step> {
     let last = s.nonce;
     let nonce = move || prop_oneof![3 => Just(last + 1), 1 => 0..=last + 2];
-    let propose = (ts_soon(s.now), nonce(), change(s))
-        .prop_map(|(ts, nonce, change)| step(ts, Command::Propose(ballast_engine::command::Propose { nonce, change })));
+    let propose = (ts_soon(s.now), nonce(), change(s)).prop_map(|(ts, nonce, change)| {
+        step(ts, Command::Propose(Box::new(ballast_engine::command::Propose { nonce, change })))
+    });
     let proposals = s.proposals.clone();
     let approve =
         (ts_soon(s.now), select(if proposals.is_empty() { vec![(0, None)] } else { proposals }), 1u8..=4, 0u8..8)
@@ -1236,7 +1237,7 @@ fn governance(s: &Model) -> BoxedStrategy<Step> {
         (ts_soon(s.now), nonce(), change(s), select(vec![9u8, 9, 1])).prop_map(|(ts, nonce, change, seed)| {
             let signature =
                 Hex(signing_key(seed).sign(&signing_bytes(SignedAction::Guardian, nonce, &change)).to_bytes());
-            step(ts, Command::Guardian(ballast_engine::command::GuardianAction { nonce, change, signature }))
+            step(ts, Command::Guardian(Box::new(ballast_engine::command::GuardianAction { nonce, change, signature })))
         });
     prop_oneof![3 => propose, 5 => approve, 2 => execute, 2 => guardian].boxed()
 }
