@@ -7,7 +7,7 @@ use crate::book::{self, Book};
 use crate::contract::{self, LabEvent, LiqOrder};
 use crate::error::LabError;
 use crate::paths::{self, Prepared};
-use crate::scenario::Loaded;
+use crate::scenario::{Loaded, Scenario};
 use ballast_engine::account::{Account, Bucket};
 use ballast_engine::command::{Deposit, Funding, OraclePrice, Side};
 use ballast_engine::num::{Price, Quote, Ratio, Size};
@@ -304,6 +304,7 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
     let mut engine = Engine::new();
     let mut events = Vec::new();
     let mut notes = prep.notes.clone();
+    notes.extend(unreachable_orders(s));
     for m in &s.markets {
         apply(
             &mut engine,
@@ -395,6 +396,30 @@ pub fn setup(loaded: Loaded, seed: u64) -> Result<Setup, LabError> {
         slots,
         spent: false,
     })
+}
+
+/// A note for each market whose liquidation orders expire (`order_ttl_ms`) no later than the
+/// liquidators can reach them (`latency_ms`): there the liquidators fill nothing, and every
+/// liquidation falls to the backstop vault and the layers after it (docs/scenarios.md, "The
+/// liquidation contract"). Such a scenario is valid, but its report should not leave a reader to
+/// find the cause.
+fn unreachable_orders(s: &Scenario) -> Vec<String> {
+    let latency = s.liquidators.latency_ms;
+    if s.liquidators.count == 0 {
+        return Vec::new();
+    }
+    s.markets
+        .iter()
+        .filter(|m| latency >= m.params.liquidation.order_ttl_ms)
+        .map(|m| {
+            format!(
+                "{}: the liquidators act {latency} ms after an order, but its liquidation orders expire after {} ms \
+                 (liquidation.order_ttl_ms): the liquidators fill none of them, and its liquidations fall to the \
+                 backstop vault and the later layers of the waterfall",
+                m.id, m.params.liquidation.order_ttl_ms
+            )
+        })
+        .collect()
 }
 
 /// Deposit and open one account's position against the market maker; when the initial check

@@ -59,9 +59,10 @@ latency_ms = 0
 capital = 10000000
 "#;
 
-fn single_long() -> PathBuf {
+/// The single-long scenario in a folder of its own (`name`: tests run in parallel).
+fn single_long(name: &str) -> PathBuf {
     dir_with(
-        "single-long",
+        name,
         &[
             ("s.toml", SINGLE_LONG),
             ("bars.csv", &falling_bars(50_000.0, 40_000.0, 100)),
@@ -75,7 +76,7 @@ fn single_long() -> PathBuf {
 /// position from the positions file; the engine must report exactly that price for it.
 #[test]
 fn the_lab_opens_a_position_whose_liquidation_price_is_the_analytic_one() {
-    let dir = single_long();
+    let dir = single_long("analytic-price");
     let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
     let view = s.engine.view().unwrap();
     let pos = &view.accounts["alice"].positions[0];
@@ -110,7 +111,7 @@ fn position_fields_are_trimmed_and_sides_read_in_any_case() {
 /// step whose oracle price is at or below 45,180.72, and not before.
 #[test]
 fn a_single_isolated_long_liquidates_at_the_analytic_price() {
-    let dir = single_long();
+    let dir = single_long("liquidates-at");
     let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
     let (r, d) = s.run_path(0, true, None);
     let d = d.unwrap();
@@ -122,6 +123,29 @@ fn a_single_isolated_long_liquidates_at_the_analytic_price() {
     assert!(d.oracle[0][k - 1] > lp, "the previous step {} was already below {lp}", d.oracle[0][k - 1]);
     assert!((first.price - lp).abs() / lp < 0.002, "filled at {} far from {lp}", first.price);
     assert_eq!(r.conservation_error, "0");
+}
+
+/// Liquidators that reach an order only after it expired (the engine's `order_ttl_ms`, 3 s by
+/// default) can never fill one: the run's notes say so, and alice's liquidation indeed goes
+/// unfilled by them. Liquidators within the order's life fill it, and no note is written.
+#[test]
+fn liquidators_slower_than_an_order_lives_are_noted_and_fill_nothing() {
+    let dir = single_long("slow-liquidators");
+    let run = |latency: &str| {
+        let s = setup(load(&dir.join("s.toml"), &[format!("liquidators.latency_ms={latency}")]).unwrap(), 1).unwrap();
+        let (r, _) = s.run_path(0, false, None);
+        (s.notes, r)
+    };
+    let (notes, slow) = run("5000");
+    assert!(
+        notes.iter().any(|n| n.starts_with("BTC-PERP:") && n.contains("5000 ms") && n.contains("3000 ms")),
+        "{notes:?}"
+    );
+    assert!(slow.liquidation_orders >= 1 && slow.liquidation_fills == 0, "{slow:?}");
+    let (notes, fast) = run("2000");
+    assert!(!notes.iter().any(|n| n.contains("order_ttl_ms")), "{notes:?}");
+    assert!(fast.liquidation_fills >= 1, "{fast:?}");
+    assert_eq!((slow.conservation_error.as_str(), fast.conservation_error.as_str()), ("0", "0"));
 }
 
 /// An unlevered long book under GBM: the loss over a day is V0 (1 − e^X), X ~ N((μ − σ²/2)T, σ²T),
@@ -190,13 +214,15 @@ fn monte_carlo_is_identical_across_thread_counts() {
     assert_ne!(serde_json::to_string(&one[0]).unwrap(), serde_json::to_string(&one[1]).unwrap());
 }
 
-/// Every shipped scenario runs (with a smaller book, to keep the test quick) and conserves value exactly.
+/// Every shipped scenario runs (with a smaller book, to keep the test quick), conserves value
+/// exactly, and has liquidators that can reach its liquidation orders.
 #[test]
 fn conservation_error_is_zero_on_every_shipped_scenario() {
     for name in ["black-thursday-2020", "may-19-2021", "luna-2022", "ftx-2022", "oct-10-2025", "synthetic-mc"] {
         let l = load(&repo().join(format!("scenarios/{name}.toml")), &["population.accounts=1500".into()])
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut s = setup(l, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!s.notes.iter().any(|n| n.contains("order_ttl_ms")), "{name}: {:?}", s.notes);
         s.scan_budget = 20_000; // a few full scans only: this is a debug build
         let (r, d) = s.run_path(0, true, None);
         assert_eq!(r.conservation_error, "0", "{name}");
