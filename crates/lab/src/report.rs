@@ -251,14 +251,14 @@ pub fn narrative(setup: &Setup, r: &PathResult, d: &Detail) -> String {
         let share = |x: f64| 100.0 * x / total;
         let _ = write!(
             t,
-            "The engine sent {} liquidation orders for {} accounts; the venue filled {} of them for {} of notional, and each fill \
-             pushed the book price against the liquidated side, so selling fed further liquidations. The backstop vault took \
-             over {} of positions (its result: {}). Losses beyond the accounts' own margin came to {} of bad debt, absorbed by \
+            "The engine started {} liquidations and sent {} liquidation orders; the liquidators made {} fills against them \
+             for {} of notional, and each fill pushed the book price against the liquidated side, so selling fed further \
+             liquidations. The backstop vault took over {} of positions (its result: {}). Losses beyond the accounts' own margin came to {} of bad debt, absorbed by \
              the insurance fund {} ({:.0}%), the backstop vault {} ({:.0}%), auto-deleveraging {} ({:.0}%; {} of winners' \
              positions closed in {} trades, policy overshoot {}) and socialized loss {} ({:.0}%). The insurance fund went from \
              {} to {} (low {}). Circuit breakers tripped {} times. ",
-            r.liquidation_orders,
             r.liquidated_accounts,
+            r.liquidation_orders,
             r.liquidation_fills,
             fmt_usd(r.liquidation_notional),
             fmt_usd(r.backstop_taken_notional),
