@@ -57,9 +57,9 @@ pub fn terminal_table(setup: &Setup, r: &PathResult) -> String {
         ("seed / path", format!("{} / {}", setup.seed, r.path)),
         ("accounts", format!("{} (+{} new)", setup.book.len(), r.new_entrants)),
         ("peak open interest", fmt_usd(r.peak_open_interest)),
+        ("liquidations started", r.liquidated_accounts.to_string()),
         ("liquidation orders", r.liquidation_orders.to_string()),
         ("liquidation fills", format!("{} for {}", r.liquidation_fills, fmt_usd(r.liquidation_notional))),
-        ("accounts liquidated", r.liquidated_accounts.to_string()),
         ("bad debt", fmt_usd(r.bad_debt)),
         (
             "insurance fund",
