@@ -60,7 +60,7 @@ pub fn stress(
     let t_out = t2.elapsed();
     println!("{}", report::terminal_table(&setup, &result));
     println!(
-        "  time                 setup {:.2} s · run {:.2} s ({} steps) · outputs {:.2} s",
+        "  time                setup {:.2} s · run {:.2} s ({} steps) · outputs {:.2} s",
         t_setup.as_secs_f64(),
         t_run.as_secs_f64(),
         setup.prep.steps(),

@@ -57,7 +57,7 @@ pub fn terminal_table(setup: &Setup, r: &PathResult) -> String {
         ("seed / path", format!("{} / {}", setup.seed, r.path)),
         ("accounts", format!("{} (+{} new)", setup.book.len(), r.new_entrants)),
         ("peak open interest", fmt_usd(r.peak_open_interest)),
-        ("liquidations started", r.liquidated_accounts.to_string()),
+        ("liquidation starts", r.liquidated_accounts.to_string()),
         ("liquidation orders", r.liquidation_orders.to_string()),
         ("liquidation fills", format!("{} for {}", r.liquidation_fills, fmt_usd(r.liquidation_notional))),
         ("bad debt", fmt_usd(r.bad_debt)),
