@@ -112,13 +112,21 @@ fn mc_sweep_and_compare_run() {
         "base:",
         "--variant",
         "thin:markets.0.liquidity.depth_1pct=1e6",
+        "--variant",
+        "slow:liquidators.latency_ms=5000",
         "--out",
         dir.to_str().unwrap(),
         "--set",
         "population.accounts=200",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(std::fs::read_to_string(dir.join("compare.csv")).unwrap().starts_with("metric,base,thin"));
+    assert!(std::fs::read_to_string(dir.join("compare.csv")).unwrap().starts_with("metric,base,thin,slow"));
+    // Only the slow variant's liquidators miss the orders (one note per market, both under its
+    // own account of the run).
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let slow = html.find("<h3>slow</h3>").expect("the slow variant's section");
+    assert_eq!(html.matches("liquidation.order_ttl_ms").count(), 2, "{html}");
+    assert!(html[..slow].find("liquidation.order_ttl_ms").is_none(), "a note outside the slow variant");
 }
 
 #[test]

@@ -412,7 +412,16 @@ pub fn notes_html(body: &mut String, notes: &[String]) {
     if notes.is_empty() {
         return;
     }
-    body.push_str("<h2>Notes</h2>\n<ul class=\"notes\">");
+    body.push_str("<h2>Notes</h2>\n");
+    notes_list(body, notes);
+}
+
+/// The notes as a list, without a heading (nothing when there are none).
+pub fn notes_list(body: &mut String, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    body.push_str("<ul class=\"notes\">");
     for n in notes {
         let _ = write!(body, "<li>{}</li>", esc(n));
     }

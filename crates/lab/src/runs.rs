@@ -6,7 +6,7 @@
 
 use crate::charts::{self, Chart, Kind, PALETTE, PURPLE, RED};
 use crate::error::LabError;
-use crate::report::{self, esc, fmt_usd, inline_svg, kv_table, notes_html, page};
+use crate::report::{self, esc, fmt_usd, inline_svg, kv_table, notes_html, notes_list, page};
 use crate::scenario::{self, Loaded};
 use crate::sim::{self, Detail, PathResult, Setup};
 use crate::stats::{self, describe, histogram};
@@ -537,6 +537,12 @@ pub fn write_compare(dir: &Path, variants: &[Variant]) -> Result<Value, LabError
     for (_, svg) in &svgs {
         body.push_str(&inline_svg(svg));
     }
+    // Notes every variant has go once at the end; a variant's own (its parameters can make a
+    // note that the others do not have) go under its account.
+    let common: Vec<String> = variants
+        .first()
+        .map(|f| f.setup.notes.iter().filter(|n| variants.iter().all(|v| v.setup.notes.contains(n))).cloned().collect())
+        .unwrap_or_default();
     body.push_str("<h2>What happened in each</h2>");
     for v in variants {
         let _ = write!(
@@ -545,10 +551,10 @@ pub fn write_compare(dir: &Path, variants: &[Variant]) -> Result<Value, LabError
             esc(&v.name),
             esc(&report::narrative(&v.setup, &v.result, &v.detail))
         );
+        let own: Vec<String> = v.setup.notes.iter().filter(|n| !common.contains(n)).cloned().collect();
+        notes_list(&mut body, &own);
     }
-    if let Some(v) = variants.first() {
-        notes_html(&mut body, &v.setup.notes);
-    }
+    notes_html(&mut body, &common);
     std::fs::write(dir.join("report.html"), page(&format!("Ballast comparison: {title}"), &body))
         .map_err(|e| LabError::io(&dir.join("report.html"), e))?;
     Ok(out)
