@@ -154,6 +154,9 @@ pub fn sweep(
     let dir = out_dir(out, "sweep", &name);
     runs::write_sweep(&dir, &name, &res)?;
     print!("{}", std::fs::read_to_string(dir.join("sweep.csv")).unwrap_or_default());
+    for n in runs::sweep_notes(&res) {
+        println!("  note: {n}");
+    }
     println!("  outputs in {}/ (sweep.csv, charts/frontier.*, report.html)", dir.display());
     Ok(())
 }

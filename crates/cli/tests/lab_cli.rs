@@ -95,14 +95,24 @@ fn mc_sweep_and_compare_run() {
         "scenarios/synthetic-mc.toml",
         "--grid",
         "markets.0.params.initial_margin=0.02,0.1",
+        "--grid",
+        "liquidators.latency_ms=1000,5000",
         "--out",
         dir.to_str().unwrap(),
         "--set",
         "population.accounts=200",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(dir.join("sweep.csv")).unwrap().lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(dir.join("sweep.csv")).unwrap().lines().count(), 5);
     assert!(dir.join("charts/frontier.svg").exists());
+    // The liquidators at 5,000 ms miss every order: the report's notes say so, for those points only.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let missed: Vec<&str> = html.split("<li>").filter(|n| n.contains("liquidation.order_ttl_ms")).collect();
+    assert_eq!(missed.len(), 2, "one note per market: {html}");
+    for n in missed {
+        assert!(n.contains("(at markets.0.params.initial_margin=0.02, liquidators.latency_ms=5000; "), "{n}");
+        assert!(!n.contains("latency_ms=1000"), "{n}");
+    }
 
     let dir = out("compare");
     let o = ballast(&[

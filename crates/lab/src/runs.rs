@@ -282,6 +282,8 @@ pub struct SweepPoint {
     pub settings: Vec<(String, String)>,
     pub efficiency: f64,
     pub results: Vec<PathResult>,
+    /// The set-up's notes at this point (its parameters can make notes the others lack).
+    pub notes: Vec<String>,
 }
 
 /// Every combination of the grid: load, set up and run `paths` paths each (the scenario is
@@ -320,7 +322,7 @@ pub fn sweep(
         let seed = seed.unwrap_or(l.scenario.seed);
         let setup = sim::setup(l, seed)?;
         let results = monte_carlo(&setup, n, tick);
-        out.push(SweepPoint { settings: c, efficiency, results });
+        out.push(SweepPoint { settings: c, efficiency, results, notes: setup.notes.clone() });
     }
     Ok(out)
 }
@@ -413,9 +415,33 @@ pub fn write_sweep(dir: &Path, name: &str, points: &[SweepPoint]) -> Result<(), 
         body.push_str("</tr>");
     }
     body.push_str("</table>");
+    notes_html(&mut body, &sweep_notes(points));
     std::fs::write(dir.join("report.html"), page(&format!("Ballast sweep: {name}"), &body))
         .map_err(|e| LabError::io(&dir.join("report.html"), e))?;
     Ok(())
+}
+
+/// Each distinct note of the grid's points, in the order first met, with the points it holds
+/// for when not all of them (`PATH=V, PATH=V; ...`).
+pub fn sweep_notes(points: &[SweepPoint]) -> Vec<String> {
+    let mut distinct: Vec<&String> = Vec::new();
+    for n in points.iter().flat_map(|p| &p.notes) {
+        if !distinct.contains(&n) {
+            distinct.push(n);
+        }
+    }
+    let point = |p: &SweepPoint| p.settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+    distinct
+        .into_iter()
+        .map(|n| {
+            let at: Vec<String> = points.iter().filter(|p| p.notes.contains(n)).map(point).collect();
+            if at.len() == points.len() {
+                n.clone()
+            } else {
+                format!("{n} (at {})", at.join("; "))
+            }
+        })
+        .collect()
 }
 
 /// A named variant: `NAME:PATH=V;PATH=V`.
