@@ -253,10 +253,10 @@ pub fn narrative(setup: &Setup, r: &PathResult, d: &Detail) -> String {
             t,
             "The engine started {} liquidations and sent {} liquidation orders; the liquidators made {} fills against them \
              for {} of notional, and each fill pushed the book price against the liquidated side, so selling fed further \
-             liquidations. The backstop vault took over {} of positions (its result: {}). Losses beyond the accounts' own margin came to {} of bad debt, absorbed by \
-             the insurance fund {} ({:.0}%), the backstop vault {} ({:.0}%), auto-deleveraging {} ({:.0}%; {} of winners' \
-             positions closed in {} trades, policy overshoot {}) and socialized loss {} ({:.0}%). The insurance fund went from \
-             {} to {} (low {}). Circuit breakers tripped {} times. ",
+             liquidations. The backstop vault took over {} of positions (its result: {}). Losses beyond the accounts' own \
+             margin came to {} of bad debt, absorbed by the insurance fund {} ({:.0}%), the backstop vault {} ({:.0}%), \
+             auto-deleveraging {} ({:.0}%; {} of winners' positions closed in {} trades, policy overshoot {}) and \
+             socialized loss {} ({:.0}%). The insurance fund went from {} to {} (low {}). Circuit breakers tripped {} times. ",
             r.liquidated_accounts,
             r.liquidation_orders,
             r.liquidation_fills,
@@ -408,20 +408,34 @@ pub fn write_stress(dir: &Path, setup: &Setup, r: &PathResult, d: &Detail) -> Re
     Ok(summary)
 }
 
+/// The notes of several runs (a sweep's points, a comparison's variants), each distinct note
+/// once in the order first met, followed by the runs it holds for when not all of them:
+/// `note (at A; B)`. A run's parameters can make notes that the others lack.
+pub fn merged_notes<'a>(runs: &[(String, &'a [String])]) -> Vec<String> {
+    let mut distinct: Vec<&'a String> = Vec::new();
+    for n in runs.iter().flat_map(|(_, notes)| notes.iter()) {
+        if !distinct.contains(&n) {
+            distinct.push(n);
+        }
+    }
+    distinct
+        .into_iter()
+        .map(|n| {
+            let at: Vec<&str> = runs.iter().filter(|(_, notes)| notes.contains(n)).map(|(r, _)| r.as_str()).collect();
+            if at.len() == runs.len() {
+                n.clone()
+            } else {
+                format!("{n} (at {})", at.join("; "))
+            }
+        })
+        .collect()
+}
+
 pub fn notes_html(body: &mut String, notes: &[String]) {
     if notes.is_empty() {
         return;
     }
-    body.push_str("<h2>Notes</h2>\n");
-    notes_list(body, notes);
-}
-
-/// The notes as a list, without a heading (nothing when there are none).
-pub fn notes_list(body: &mut String, notes: &[String]) {
-    if notes.is_empty() {
-        return;
-    }
-    body.push_str("<ul class=\"notes\">");
+    body.push_str("<h2>Notes</h2>\n<ul class=\"notes\">");
     for n in notes {
         let _ = write!(body, "<li>{}</li>", esc(n));
     }

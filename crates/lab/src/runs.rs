@@ -6,7 +6,7 @@
 
 use crate::charts::{self, Chart, Kind, PALETTE, PURPLE, RED};
 use crate::error::LabError;
-use crate::report::{self, esc, fmt_usd, inline_svg, kv_table, notes_html, notes_list, page};
+use crate::report::{self, esc, fmt_usd, inline_svg, kv_table, notes_html, page};
 use crate::scenario::{self, Loaded};
 use crate::sim::{self, Detail, PathResult, Setup};
 use crate::stats::{self, describe, histogram};
@@ -421,27 +421,14 @@ pub fn write_sweep(dir: &Path, name: &str, points: &[SweepPoint]) -> Result<(), 
     Ok(())
 }
 
-/// Each distinct note of the grid's points, in the order first met, with the points it holds
-/// for when not all of them (`PATH=V, PATH=V; ...`).
+/// The grid's notes (see [`report::merged_notes`]), each point named by its settings
+/// (`PATH=V, PATH=V`).
 pub fn sweep_notes(points: &[SweepPoint]) -> Vec<String> {
-    let mut distinct: Vec<&String> = Vec::new();
-    for n in points.iter().flat_map(|p| &p.notes) {
-        if !distinct.contains(&n) {
-            distinct.push(n);
-        }
-    }
-    let point = |p: &SweepPoint| p.settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
-    distinct
-        .into_iter()
-        .map(|n| {
-            let at: Vec<String> = points.iter().filter(|p| p.notes.contains(n)).map(point).collect();
-            if at.len() == points.len() {
-                n.clone()
-            } else {
-                format!("{n} (at {})", at.join("; "))
-            }
-        })
-        .collect()
+    let runs: Vec<(String, &[String])> = points
+        .iter()
+        .map(|p| (p.settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "), &p.notes[..]))
+        .collect();
+    report::merged_notes(&runs)
 }
 
 /// A named variant: `NAME:PATH=V;PATH=V`.
@@ -563,12 +550,6 @@ pub fn write_compare(dir: &Path, variants: &[Variant]) -> Result<Value, LabError
     for (_, svg) in &svgs {
         body.push_str(&inline_svg(svg));
     }
-    // Notes every variant has go once at the end; a variant's own (its parameters can make a
-    // note that the others do not have) go under its account.
-    let common: Vec<String> = variants
-        .first()
-        .map(|f| f.setup.notes.iter().filter(|n| variants.iter().all(|v| v.setup.notes.contains(n))).cloned().collect())
-        .unwrap_or_default();
     body.push_str("<h2>What happened in each</h2>");
     for v in variants {
         let _ = write!(
@@ -577,10 +558,9 @@ pub fn write_compare(dir: &Path, variants: &[Variant]) -> Result<Value, LabError
             esc(&v.name),
             esc(&report::narrative(&v.setup, &v.result, &v.detail))
         );
-        let own: Vec<String> = v.setup.notes.iter().filter(|n| !common.contains(n)).cloned().collect();
-        notes_list(&mut body, &own);
     }
-    notes_html(&mut body, &common);
+    let runs: Vec<(String, &[String])> = variants.iter().map(|v| (v.name.clone(), &v.setup.notes[..])).collect();
+    notes_html(&mut body, &report::merged_notes(&runs));
     std::fs::write(dir.join("report.html"), page(&format!("Ballast comparison: {title}"), &body))
         .map_err(|e| LabError::io(&dir.join("report.html"), e))?;
     Ok(out)
