@@ -49,6 +49,7 @@ pub enum LabEvent {
     },
     /// One winner's deleveraging trade.
     Deleveraged {
+        market: String,
         notional: f64,
     },
     /// The summary of one deleveraging: the policy's overshoot.
@@ -99,9 +100,10 @@ pub fn classify(ev: &Event) -> LabEvent {
         Event::InsurancePaid { amount, balance, .. } => {
             LabEvent::InsurancePaid { amount: f(*amount), balance: f(*balance) }
         }
-        Event::Deleveraged { size, price, .. } => {
-            LabEvent::Deleveraged { notional: size.notional(*price, ballast_engine::num::Round::Ceil).map_or(0.0, f) }
-        }
+        Event::Deleveraged { market, size, price, .. } => LabEvent::Deleveraged {
+            market: market.to_string(),
+            notional: size.notional(*price, ballast_engine::num::Round::Ceil).map_or(0.0, f),
+        },
         Event::AutoDeleveraged { overshoot_notional, .. } => {
             LabEvent::AdlOvershoot { notional: f(*overshoot_notional) }
         }
@@ -251,7 +253,7 @@ mod tests {
             size: Size::parse("2").unwrap(),
             price: Price::parse("100").unwrap(),
         };
-        assert_eq!(classify(&adl), LabEvent::Deleveraged { notional: 200.0 });
+        assert_eq!(classify(&adl), LabEvent::Deleveraged { market: "BTC-PERP".into(), notional: 200.0 });
     }
 
     #[test]

@@ -509,6 +509,8 @@ struct Run<'a> {
     detail: Option<Detail>,
     step_fills: u32,
     step_notional: f64,
+    /// Per market, this step's ADL marker in `detail.markers` (see [`Run::adl_marker`]).
+    step_adl_marker: Vec<Option<usize>>,
     cum_liq_notional: f64,
     cum_adl_notional: f64,
     extra: Book,
@@ -640,6 +642,7 @@ impl Setup {
             detail,
             step_fills: 0,
             step_notional: 0.0,
+            step_adl_marker: vec![None; n_m],
             cum_liq_notional: 0.0,
             cum_adl_notional: 0.0,
             extra: Book::default(),
@@ -707,6 +710,7 @@ impl Run<'_> {
             self.ts = ts;
             self.step_fills = 0;
             self.step_notional = 0.0;
+            self.step_adl_marker.fill(None);
             for m in 0..n_m {
                 self.impact[m] *= decay[m];
                 self.fund_px[m] = fundamental[m][k];
@@ -856,19 +860,17 @@ impl Run<'_> {
             }
             LabEvent::LiquidationStarted => self.r.liquidated_accounts += 1,
             LabEvent::LiquidationEnded => {}
-            LabEvent::BackstopTakeover { notional } => {
-                self.r.backstop_taken_notional += notional;
-                self.marker(0, "backstop", notional);
-            }
+            LabEvent::BackstopTakeover { notional } => self.r.backstop_taken_notional += notional,
             LabEvent::InsurancePaid { balance, .. } => {
                 self.insurance = balance;
                 self.r.insurance_min = self.r.insurance_min.min(self.insurance);
             }
-            LabEvent::Deleveraged { notional } => {
+            LabEvent::Deleveraged { market, notional } => {
                 self.r.adl_count += 1;
                 self.r.adl_notional += notional;
                 self.cum_adl_notional += notional;
-                self.marker(0, "adl", notional);
+                let m = self.market_index(&market);
+                self.adl_marker(m, notional);
             }
             LabEvent::AdlOvershoot { notional } => self.r.adl_overshoot += notional,
             LabEvent::SocializedLoss { amount } => self.r.socialized_loss += amount,
@@ -876,7 +878,6 @@ impl Run<'_> {
                 let m = self.market_index(&market) as usize;
                 if state > 0 && self.breaker[m] == 0 {
                     self.r.breaker_trips += 1;
-                    self.marker(m as u32, "breaker", 0.0);
                 }
                 self.breaker[m] = state;
             }
@@ -884,10 +885,19 @@ impl Run<'_> {
         }
     }
 
-    fn marker(&mut self, market: u32, kind: &'static str, notional: f64) {
-        let px = self.book_px[market as usize];
-        if let Some(d) = &mut self.detail {
-            d.markers.push(Marker { ts: self.ts, market, kind, price: px, notional });
+    /// Add a winner's deleveraging trade to this step's ADL marker of `market`, at the book
+    /// price when the step's first one came. One marker per step and market: a pro-rata
+    /// deleveraging trades with every winner of the market, thousands of trades a step in a
+    /// large book, and a marker each would swell the report with triangles drawn on one spot.
+    fn adl_marker(&mut self, market: u32, notional: f64) {
+        let Some(d) = &mut self.detail else { return };
+        let m = market as usize;
+        match self.step_adl_marker[m] {
+            Some(i) => d.markers[i].notional += notional,
+            None => {
+                self.step_adl_marker[m] = Some(d.markers.len());
+                d.markers.push(Marker { ts: self.ts, market, kind: "adl", price: self.book_px[m], notional });
+            }
         }
     }
 

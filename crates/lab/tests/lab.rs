@@ -148,6 +148,70 @@ fn liquidators_slower_than_an_order_lives_are_noted_and_fill_nothing() {
     assert_eq!((slow.conservation_error.as_str(), fast.conservation_error.as_str()), ("0", "0"));
 }
 
+/// Two markets, BTC flat and ETH falling by half, no insurance fund, no backstop vault, and
+/// liquidators too slow to fill: alice's 10× ETH long goes bankrupt and is deleveraged against
+/// the three shorts and the market maker.
+const ADL_IN_ETH: &str = r#"
+name = "adl-in-eth"
+start = "2025-01-01T00:00:00Z"
+end = "2025-01-01T01:39:00Z"
+step_ms = 15000
+[[markets]]
+id = "BTC-PERP"
+params = { initial_margin = "0.1", maintenance_margin = "0.05" }
+price = { model = "csv", file = "btc.csv" }
+liquidity = { depth_1pct = 1000000000000, spread = 0.0 }
+[[markets]]
+id = "ETH-PERP"
+params = { initial_margin = "0.1", maintenance_margin = "0.05" }
+price = { model = "csv", file = "eth.csv" }
+liquidity = { depth_1pct = 1000000000000, spread = 0.0 }
+[population]
+file = "positions.csv"
+[liquidators]
+count = 1
+latency_ms = 5000
+capital = 10000000
+[insurance]
+fund = 0
+backstop = 0
+"#;
+
+/// Auto-deleveraging in the second market: its chart markers sit on that market's price chart,
+/// one per step however many winners it trades with, and add up to the run's ADL notional.
+#[test]
+fn adl_markers_sit_on_their_market_one_per_step() {
+    let positions = "account,side,size,entry_price,isolated_margin,market\n\
+                     alice,long,10,3000,3000,ETH-PERP\n\
+                     bob,short,2,3000,3000,ETH-PERP\n\
+                     carol,short,3,3000,3000,ETH-PERP\n\
+                     dave,short,1,3000,3000,ETH-PERP\n\
+                     erin,long,0.1,50000,5000,BTC-PERP\n";
+    let dir = dir_with(
+        "adl-in-eth",
+        &[
+            ("s.toml", ADL_IN_ETH),
+            ("btc.csv", &falling_bars(50_000.0, 50_000.0, 100)),
+            ("eth.csv", &falling_bars(3_000.0, 1_500.0, 100)),
+            ("positions.csv", positions),
+        ],
+    );
+    let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
+    let (r, d) = s.run_path(0, true, None);
+    let d = d.unwrap();
+    assert!(r.adl_count > 1, "no deleveraging with several winners: {r:?}");
+    let adl: Vec<_> = d.markers.iter().filter(|m| m.kind == "adl").collect();
+    assert!(!adl.is_empty() && adl.iter().all(|m| m.market == 1), "{adl:?}");
+    assert!((adl.len() as u64) < r.adl_count, "{} markers for {} trades", adl.len(), r.adl_count);
+    let step = |ts: u64| d.times.iter().filter(|&&t| t <= ts).count();
+    let mut steps: Vec<usize> = adl.iter().map(|m| step(m.ts)).collect();
+    steps.dedup();
+    assert_eq!(steps.len(), adl.len(), "two ADL markers in one step: {adl:?}");
+    let sum: f64 = adl.iter().map(|m| m.notional).sum();
+    assert!((sum - r.adl_notional).abs() <= 1e-9 * r.adl_notional, "{sum} against {}", r.adl_notional);
+    assert_eq!(r.conservation_error, "0");
+}
+
 /// An unlevered long book under GBM: the loss over a day is V0 (1 − e^X), X ~ N((μ − σ²/2)T, σ²T),
 /// so the 99% VaR is V0 (1 − exp((μ − σ²/2)T + σ√T Φ⁻¹(0.01))). The Monte Carlo VaR must be
 /// within 4 standard errors of the quantile estimator.
