@@ -47,9 +47,10 @@ pub enum LabEvent {
         amount: f64,
         balance: f64,
     },
-    /// One winner's deleveraging trade.
+    /// One winner's deleveraging trade (the market's id is inline: no allocation for each of the
+    /// thousands of trades a pro-rata deleveraging makes).
     Deleveraged {
-        market: String,
+        market: Id,
         notional: f64,
     },
     /// The summary of one deleveraging: the policy's overshoot.
@@ -101,7 +102,7 @@ pub fn classify(ev: &Event) -> LabEvent {
             LabEvent::InsurancePaid { amount: f(*amount), balance: f(*balance) }
         }
         Event::Deleveraged { market, size, price, .. } => LabEvent::Deleveraged {
-            market: market.to_string(),
+            market: market.clone(),
             notional: size.notional(*price, ballast_engine::num::Round::Ceil).map_or(0.0, f),
         },
         Event::AutoDeleveraged { overshoot_notional, .. } => {
