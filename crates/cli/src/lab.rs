@@ -1,6 +1,7 @@
 //! `ballast stress | mc | sweep | compare`: the stress lab's commands (crate ballast-lab).
 
 use anyhow::{bail, Context, Result};
+use ballast_lab::sim::Keep;
 use ballast_lab::{report, runs, scenario, sim};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -47,7 +48,15 @@ pub fn stress(
     let pb = bar(setup.prep.steps() as u64, "steps");
     let progress = |done: usize, _total: usize| pb.set_position(done as u64);
     let t1 = std::time::Instant::now();
-    let (result, detail) = setup.run_single(path, !summary_only, Some(&progress));
+    let events = dir.join("events.jsonl");
+    let keep = if summary_only {
+        Keep::Result
+    } else {
+        // The run streams events.jsonl into the folder as it goes.
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Keep::Events(&events)
+    };
+    let (result, detail) = setup.run_single(path, keep, Some(&progress));
     let t_run = t1.elapsed();
     pb.finish_and_clear();
     let t2 = std::time::Instant::now();
@@ -103,7 +112,7 @@ pub fn mc(
     let results = runs::with_threads(threads, || runs::monte_carlo(&setup, paths, &tick))?;
     pb.finish_and_clear();
     let elapsed = start.elapsed();
-    let sample = setup.run_path(0, true, None).1;
+    let sample = setup.run_path(0, Keep::Detail, None).1;
     let summary = runs::write_mc(&dir, &setup, &results, sample.as_ref())?;
     let g = |k: &str, i: usize, f: &str| summary[k]["tails"][i][f]["value"].as_f64().unwrap_or(0.0);
     println!("  {} paths in {:.1} s (seed {seed})", paths, elapsed.as_secs_f64());

@@ -370,12 +370,15 @@ pub fn write_summary(dir: &Path, setup: &Setup, r: &PathResult) -> Result<Value,
     Ok(summary)
 }
 
-/// All outputs of `ballast stress` in `dir`.
+/// All outputs of `ballast stress` in `dir`, but `events.jsonl`, which the run streams there.
 pub fn write_stress(dir: &Path, setup: &Setup, r: &PathResult, d: &Detail) -> Result<Value, LabError> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     let summary = summary_json(setup, r, 1);
     write(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes())?;
-    write(&dir.join("events.jsonl"), &d.events)?;
+    // events.jsonl was written during the run (`Keep::Events`).
+    if let Some(e) = &d.events_error {
+        return Err(LabError::Other(e.clone()));
+    }
     write(&dir.join("timeseries.csv"), timeseries_csv(d).as_bytes())?;
     let charts = write_charts(dir, &run_charts(d))?;
     let s = &setup.loaded.scenario;

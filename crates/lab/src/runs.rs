@@ -8,7 +8,7 @@ use crate::charts::{self, Chart, Kind, PALETTE, PURPLE, RED};
 use crate::error::LabError;
 use crate::report::{self, esc, fmt_usd, inline_svg, kv_table, notes_html, page};
 use crate::scenario::{self, Loaded};
-use crate::sim::{self, Detail, PathResult, Setup};
+use crate::sim::{self, Detail, Keep, PathResult, Setup};
 use crate::stats::{self, describe, histogram};
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ pub fn monte_carlo(setup: &Setup, paths: u64, tick: &(dyn Fn() + Sync)) -> Vec<P
     (0..paths)
         .into_par_iter()
         .map(|i| {
-            let r = setup.run_path(i, false, None).0;
+            let r = setup.run_path(i, Keep::Result, None).0;
             tick();
             r
         })
@@ -464,7 +464,7 @@ pub fn compare(
     for (name, l) in loaded {
         let seed = seed.unwrap_or(l.scenario.seed);
         let mut setup = sim::setup(l, seed)?;
-        let (result, detail) = setup.run_single(0, true, None);
+        let (result, detail) = setup.run_single(0, Keep::Detail, None);
         out.push(Variant { name, setup, result, detail: detail.unwrap_or_default() });
     }
     Ok(out)

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::sync::mpsc;
 
 pub const MM: &str = "venue.mm";
@@ -143,8 +144,8 @@ pub struct Detail {
     pub underwater: Vec<f64>,
     pub deficit: Vec<f64>,
     pub markers: Vec<Marker>,
-    /// events.jsonl: every event after setup except oracle_updated.
-    pub events: Vec<u8>,
+    /// Why `events.jsonl` could not be written in full, when it could not (see [`Keep::Events`]).
+    pub events_error: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -547,34 +548,60 @@ pub fn write_event_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, seq: u64, ts: 
 
 /// Events as (seq, ts, event), one batch per step.
 type EventBatch = Vec<(u64, u64, Event)>;
-/// The channel to the events.jsonl writer thread, and the thread (it returns the text).
-type EventWriter = (mpsc::Sender<EventBatch>, std::thread::JoinHandle<Vec<u8>>);
+/// The channel to the events.jsonl writer thread, and the thread (it returns why it stopped
+/// early, if it did).
+type EventWriter = (mpsc::SyncSender<EventBatch>, std::thread::JoinHandle<Result<(), String>>);
 
-fn spawn_event_writer() -> EventWriter {
-    let (tx, rx) = mpsc::channel::<EventBatch>();
+/// Events handed to the writer at once, at most: a step that deleverages pro-rata can make
+/// millions.
+const EVENT_BATCH: usize = 1 << 16;
+
+/// What a run keeps besides its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep<'a> {
+    /// The result alone (Monte Carlo paths, `--summary-only`).
+    Result,
+    /// Also the per-step series and markers of the charts and the report.
+    Detail,
+    /// The detail, and every event but `oracle_updated` written as the run goes to the file
+    /// `events.jsonl` at this path, by a thread of its own. Streamed, not kept: a run that
+    /// deleverages pro-rata in a large book logs gigabytes.
+    Events(&'a Path),
+}
+
+/// The events.jsonl writer: batches in, lines out to `path`. At most two batches wait, so a
+/// simulation that outruns the disk waits for it instead of holding its events in memory.
+fn spawn_event_writer(path: &Path) -> EventWriter {
+    let (tx, rx) = mpsc::sync_channel::<EventBatch>(2);
+    let path = path.to_path_buf();
     let handle = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut scratch = Vec::with_capacity(512);
-        for batch in rx {
-            for (seq, ts, ev) in &batch {
-                write_event_line(&mut out, &mut scratch, *seq, *ts, ev);
+        let write = || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+            let (mut line, mut scratch) = (Vec::with_capacity(512), Vec::with_capacity(512));
+            for batch in rx {
+                for (seq, ts, ev) in &batch {
+                    line.clear();
+                    write_event_line(&mut line, &mut scratch, *seq, *ts, ev);
+                    out.write_all(&line)?;
+                }
             }
-        }
-        out
+            out.flush()
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))
     });
     (tx, handle)
 }
 
 impl Setup {
-    /// Run path `path`. With `record`, per-step series, markers and events are kept.
+    /// Run path `path`, keeping what `keep` says (the detail is `None` with [`Keep::Result`]).
     pub fn run_path(
         &self,
         path: u64,
-        record: bool,
+        keep: Keep<'_>,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> (PathResult, Option<Detail>) {
         assert!(!self.spent, "the set-up engine was handed to a single run (Setup::run_single)");
-        self.run_on(self.engine.clone(), path, record, progress)
+        self.run_on(self.engine.clone(), path, keep, progress)
     }
 
     /// Run path `path` on the set-up engine itself instead of a copy, for a command that runs
@@ -583,34 +610,34 @@ impl Setup {
     pub fn run_single(
         &mut self,
         path: u64,
-        record: bool,
+        keep: Keep<'_>,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> (PathResult, Option<Detail>) {
         assert!(!self.spent, "the set-up engine was handed to a single run (Setup::run_single)");
         self.spent = true;
         let engine = std::mem::take(&mut self.engine);
-        self.run_on(engine, path, record, progress)
+        self.run_on(engine, path, keep, progress)
     }
 
     fn run_on(
         &self,
         engine: Engine,
         path: u64,
-        record: bool,
+        keep: Keep<'_>,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> (PathResult, Option<Detail>) {
-        let (mut run, fundamental) = self.begin(engine, path, record);
+        let (mut run, fundamental) = self.begin(engine, path, keep);
         run.simulate(&fundamental, progress);
         run.finish()
     }
 
     /// A path ready to run on `engine` (the set-up state): its prices and its bookkeeping.
-    fn begin(&self, engine: Engine, path: u64, record: bool) -> (Run<'_>, Vec<Vec<f64>>) {
+    fn begin(&self, engine: Engine, path: u64, keep: Keep<'_>) -> (Run<'_>, Vec<Vec<f64>>) {
         let mut rng = ChaCha8Rng::seed_from_u64(path_seed(self.seed, path));
         let fundamental = paths::generate(&self.loaded, &self.prep, &mut rng);
         let n_m = self.loaded.scenario.markets.len();
         let n = self.prep.steps();
-        let detail = record.then(|| Detail {
+        let detail = (keep != Keep::Result).then(|| Detail {
             times: self.prep.times.clone(),
             market_ids: self.loaded.scenario.markets.iter().map(|m| m.id.clone()).collect(),
             fundamental: fundamental.clone(),
@@ -648,7 +675,10 @@ impl Setup {
             extra: Book::default(),
             extra_slots: Vec::new(),
             event_batch: Vec::new(),
-            event_writer: record.then(spawn_event_writer),
+            event_writer: match keep {
+                Keep::Events(path) => Some(spawn_event_writer(path)),
+                _ => None,
+            },
             added_margin: 0.0,
             next_liquidator: 0,
             ts: self.loaded.start_ms,
@@ -823,24 +853,19 @@ impl Run<'_> {
     fn on_event(&mut self, ev: &Event) {
         if self.event_writer.is_some() && !matches!(ev, Event::OracleUpdated { .. }) {
             self.event_batch.push((self.engine.seq(), self.ts, ev.clone()));
+            if self.event_batch.len() >= EVENT_BATCH {
+                self.flush_events();
+            }
         }
         self.handle(contract::classify(ev));
     }
 
-    /// Hand this step's events to the writer thread.
+    /// Hand the events gathered so far to the writer thread. A writer that stopped (the disk
+    /// refused a write) has its reason waiting at [`Run::finish`]; what comes after is dropped.
     fn flush_events(&mut self) {
         if let Some((tx, _)) = &self.event_writer {
             if !self.event_batch.is_empty() {
-                let batch = std::mem::take(&mut self.event_batch);
-                if let Err(mpsc::SendError(batch)) = tx.send(batch) {
-                    // The writer is gone (it panicked): write here instead.
-                    if let Some(d) = &mut self.detail {
-                        let mut scratch = Vec::new();
-                        for (seq, ts, ev) in &batch {
-                            write_event_line(&mut d.events, &mut scratch, *seq, *ts, ev);
-                        }
-                    }
-                }
+                let _ = tx.send(std::mem::take(&mut self.event_batch));
             }
         }
     }
@@ -1188,12 +1213,9 @@ impl Run<'_> {
         self.flush_events();
         if let Some((tx, handle)) = self.event_writer.take() {
             drop(tx);
-            let written = handle.join().unwrap_or_default();
+            let written = handle.join().unwrap_or_else(|_| Err("the events.jsonl writer panicked".into()));
             if let Some(d) = &mut self.detail {
-                // Lines written here (a writer that failed) come after the thread's.
-                let mut all = written;
-                all.append(&mut d.events);
-                d.events = all;
+                d.events_error = written.err();
             }
         }
         let (eq, under, deficit, liq) = book_equity(&self.engine, &self.s.book, &self.s.slots);
@@ -1307,7 +1329,7 @@ capital = 1000000
         )
         .unwrap();
         let setup = super::setup(crate::scenario::load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
-        let (mut run, _) = setup.begin(setup.engine.clone(), 0, true);
+        let (mut run, _) = setup.begin(setup.engine.clone(), 0, Keep::Detail);
         run.ts = setup.loaded.start_ms + 60_000;
         let crash = TimedCommand {
             ts: run.ts,

@@ -2,7 +2,7 @@
 
 use ballast_lab::runs;
 use ballast_lab::scenario::load;
-use ballast_lab::sim::setup;
+use ballast_lab::sim::{setup, Keep};
 use ballast_lab::stats::{norm_inv, var};
 use std::path::{Path, PathBuf};
 
@@ -113,7 +113,7 @@ fn position_fields_are_trimmed_and_sides_read_in_any_case() {
 fn a_single_isolated_long_liquidates_at_the_analytic_price() {
     let dir = single_long("liquidates-at");
     let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
-    let (r, d) = s.run_path(0, true, None);
+    let (r, d) = s.run_path(0, Keep::Detail, None);
     let d = d.unwrap();
     assert!(r.liquidation_fills >= 1, "no liquidation: {r:?}");
     let first = d.markers.iter().find(|m| m.kind == "liquidation").expect("a liquidation fill");
@@ -133,7 +133,7 @@ fn liquidators_slower_than_an_order_lives_are_noted_and_fill_nothing() {
     let dir = single_long("slow-liquidators");
     let run = |latency: &str| {
         let s = setup(load(&dir.join("s.toml"), &[format!("liquidators.latency_ms={latency}")]).unwrap(), 1).unwrap();
-        let (r, _) = s.run_path(0, false, None);
+        let (r, _) = s.run_path(0, Keep::Result, None);
         (s.notes, r)
     };
     let (notes, slow) = run("5000");
@@ -146,6 +146,28 @@ fn liquidators_slower_than_an_order_lives_are_noted_and_fill_nothing() {
     assert!(!notes.iter().any(|n| n.contains("order_ttl_ms")), "{notes:?}");
     assert!(fast.liquidation_fills >= 1, "{fast:?}");
     assert_eq!((slow.conservation_error.as_str(), fast.conservation_error.as_str()), ("0", "0"));
+}
+
+/// A recorded run streams events.jsonl to the file it is given, one JSON object per line in
+/// sequence order; a file that cannot be written is reported, not ignored.
+#[test]
+fn events_are_streamed_to_their_file_and_a_failed_write_is_reported() {
+    let dir = single_long("events");
+    let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
+    let file = dir.join("events.jsonl");
+    let (r, d) = s.run_path(0, Keep::Events(&file), None);
+    assert_eq!(d.unwrap().events_error, None);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let seqs: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() > r.liquidation_fills as usize && seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    assert!(text.contains(r#""event":"liquidation_started""#) && !text.contains("oracle_updated"));
+    let unwritable = dir.join("no-such-folder").join("events.jsonl");
+    let (_, d) = s.run_path(0, Keep::Events(&unwritable), None);
+    let err = d.unwrap().events_error.expect("the failed write is reported");
+    assert!(err.contains("no-such-folder"), "{err}");
 }
 
 /// Two markets, BTC flat and ETH falling by half, no insurance fund, no backstop vault, and
@@ -197,7 +219,7 @@ fn adl_markers_sit_on_their_market_one_per_step() {
         ],
     );
     let s = setup(load(&dir.join("s.toml"), &[]).unwrap(), 1).unwrap();
-    let (r, d) = s.run_path(0, true, None);
+    let (r, d) = s.run_path(0, Keep::Detail, None);
     let d = d.unwrap();
     assert!(r.adl_count > 1, "no deleveraging with several winners: {r:?}");
     let adl: Vec<_> = d.markers.iter().filter(|m| m.kind == "adl").collect();
@@ -288,7 +310,7 @@ fn conservation_error_is_zero_on_every_shipped_scenario() {
         let mut s = setup(l, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!s.notes.iter().any(|n| n.contains("order_ttl_ms")), "{name}: {:?}", s.notes);
         s.scan_budget = 20_000; // a few full scans only: this is a debug build
-        let (r, d) = s.run_path(0, true, None);
+        let (r, d) = s.run_path(0, Keep::Detail, None);
         assert_eq!(r.conservation_error, "0", "{name}");
         assert!(r.peak_open_interest > 0.0, "{name}");
         let d = d.unwrap();
