@@ -158,10 +158,8 @@ fn events_are_streamed_to_their_file_and_a_failed_write_is_reported() {
     let (r, d) = s.run_path(0, Keep::Events(&file), None);
     assert_eq!(d.unwrap().events_error, None);
     let text = std::fs::read_to_string(&file).unwrap();
-    let seqs: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
     assert!(seqs.len() > r.liquidation_fills as usize && seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
     assert!(text.contains(r#""event":"liquidation_started""#) && !text.contains("oracle_updated"));
     let unwritable = dir.join("no-such-folder").join("events.jsonl");
