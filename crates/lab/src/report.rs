@@ -150,7 +150,8 @@ pub fn run_charts(d: &Detail) -> Vec<(String, Chart)> {
             .map(|k| (k.ts as f64, k.price))
             .collect();
         c.add(format!("liquidation fills ({})", liq.len()), RED, Kind::Points(2), liq);
-        c.add(format!("ADL ({} steps)", adl.len()), PURPLE, Kind::Triangles(5), adl);
+        let steps = if adl.len() == 1 { "step" } else { "steps" };
+        c.add(format!("ADL ({} {steps})", adl.len()), PURPLE, Kind::Triangles(5), adl);
         out.push((format!("price-{}", id.to_lowercase()), c));
     }
     let mut c = Chart::new("Insurance fund and backstop vault", "time (UTC)", "USDC").time().from_zero();
