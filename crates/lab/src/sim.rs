@@ -516,8 +516,9 @@ struct Run<'a> {
     cum_adl_notional: f64,
     extra: Book,
     extra_slots: Vec<u32>,
-    /// events.jsonl of a recorded run: the events of the current step, handed to a writer
-    /// thread at the end of each step (serializing them is a tenth of a recorded run).
+    /// events.jsonl of a run with [`Keep::Events`]: the events gathered since the last hand-over
+    /// to the writer thread, at the end of each step or every [`EVENT_BATCH`] events
+    /// (serializing them is a tenth of a recorded run).
     event_batch: EventBatch,
     event_writer: Option<EventWriter>,
     added_margin: f64,
